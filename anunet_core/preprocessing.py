@@ -1,0 +1,403 @@
+"""Volume -> model slices and back: the ONE preprocessing used by ingest and segmentation.
+
+Training (ingest) and inference (segment) both call :func:`preprocess_volume`, so the two can
+never drift; :func:`restore_mask` undoes it exactly from the :class:`SliceGeometry` record.
+
+Recipe (``PREPROCESSING_VERSION``; change the version string whenever any step changes):
+
+1. Intensity, to the fixed output range ``OUTPUT_RANGE = (0.0, 1.0)`` (float32):
+
+   - CT: clip to the HU window ``CT_WINDOW_HU = (-200, 200)`` (paper section 4.1), then
+     scale linearly: -200 HU -> 0.0, 0 HU -> 0.5, +200 HU -> 1.0.
+   - MR: per volume, clip to the 0.5th and 99.5th percentiles (``MR_PERCENTILES``) of the
+     volume's non-zero voxels (exact zeros are treated as padding/background and left out;
+     all voxels are used if none is non-zero), then scale linearly to [0, 1]. One bright
+     outlier voxel therefore cannot compress the contrast. A constant volume gives all 0.0.
+   - Non-finite voxels (NaN, inf) become 0.0 (the bottom of the range).
+
+2. Orientation: reorient the voxel array to the closest canonical RAS+ orientation
+   (``nibabel.orientations.io_orientation`` + ``apply_orientation``: axis permutations and
+   flips only, exact), so axial slices lie along the last axis, ordered inferior -> superior.
+
+3. Slice view: each axial slice is presented in the radiological view,
+   ``slices[k, r, c] = ras[X - 1 - c, Y - 1 - r, k]``: row ``r`` runs anterior -> posterior
+   (top of the image = anterior), column ``c`` runs patient right -> left. For a standard
+   axial DICOM series this is exactly ``pixel_array`` of slice ``k``.
+
+4. Resize each slice from its in-plane shape ``(rows, cols)`` to ``(size, size)`` directly
+   (no padding, aspect ratio not kept; the original shape is recorded): images bilinear
+   (``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``, no
+   antialiasing), labels nearest neighbour with the same pixel-centre convention
+   (``nearest-exact``: source index ``floor((dst + 0.5) * in / out)``).
+
+:func:`restore_mask` resizes probabilities back bilinearly to ``(rows, cols)``, thresholds
+them (``p > threshold``, 0.5 by default, the same rule as :mod:`anunet_core.metrics`), and
+undoes steps 3 and 2, giving a uint8 mask on the original voxel grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from nibabel.orientations import (
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
+
+from anunet_core.volumes import Volume
+
+__all__ = [
+    "CT_WINDOW_HU",
+    "DEFAULT_SIZE",
+    "MR_PERCENTILES",
+    "ORGANS",
+    "OUTPUT_RANGE",
+    "PREPROCESSING_VERSION",
+    "SliceGeometry",
+    "label_to_mask",
+    "normalize_intensity",
+    "preprocess_label",
+    "preprocess_volume",
+    "restore_mask",
+    "validate_organ",
+]
+
+PREPROCESSING_VERSION = "anunet-prep-1"
+CT_WINDOW_HU: tuple[float, float] = (-200.0, 200.0)
+MR_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+OUTPUT_RANGE: tuple[float, float] = (0.0, 1.0)
+DEFAULT_SIZE = 256
+ORGANS: tuple[str, ...] = ("liver", "spleen", "kidney")
+
+_RAS = axcodes2ornt(("R", "A", "S"))
+_CHUNK = 64  # slices resized per torch call (bounds peak memory on big volumes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry record
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Everything needed to map model slices back onto the source voxel grid.
+
+    Attributes:
+        original_shape: source ``volume.array`` shape ``(I, J, K0)``.
+        original_affine: source affine (voxel -> RAS+ mm), 4 rows of 4 floats.
+        ornt: the orientation transform applied (nibabel ``ornt``, one ``(ras_axis, flip)``
+            pair per source axis; ``flip`` is 1 or -1): source array -> canonical RAS.
+        inplane_shape: ``(rows, cols)`` of each slice before resizing (radiological view).
+        size: the slices' side after resizing (model input is ``(K, size, size)``).
+        modality: ``"CT"`` or ``"MR"``.
+        intensity_window: the input intensities mapped to the ends of ``output_range``: the
+            HU window for CT, the measured percentile values for MR.
+        percentiles: MR percentiles used (e.g. ``(0.5, 99.5)``); ``None`` for CT.
+        output_range: the normalised intensity range, ``(0.0, 1.0)``.
+        version: ``PREPROCESSING_VERSION`` of the code that made it.
+
+    ``to_dict()`` gives JSON-ready plain lists/numbers; ``from_dict`` rebuilds an equal record.
+    """
+
+    original_shape: tuple[int, int, int]
+    original_affine: tuple[tuple[float, float, float, float], ...]
+    ornt: tuple[tuple[int, int], ...]
+    inplane_shape: tuple[int, int]
+    size: int
+    modality: str
+    intensity_window: tuple[float, float]
+    percentiles: tuple[float, float] | None
+    output_range: tuple[float, float] = OUTPUT_RANGE
+    version: str = PREPROCESSING_VERSION
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "original_shape", tuple(int(v) for v in self.original_shape))
+        set_(
+            self,
+            "original_affine",
+            tuple(tuple(float(v) for v in row) for row in np.asarray(self.original_affine)),
+        )
+        set_(self, "ornt", tuple((int(a), int(f)) for a, f in np.asarray(self.ornt)))
+        set_(self, "inplane_shape", tuple(int(v) for v in self.inplane_shape))
+        set_(self, "size", int(self.size))
+        set_(self, "modality", str(self.modality).upper())
+        set_(self, "intensity_window", tuple(float(v) for v in self.intensity_window))
+        if self.percentiles is not None:
+            set_(self, "percentiles", tuple(float(v) for v in self.percentiles))
+        set_(self, "output_range", tuple(float(v) for v in self.output_range))
+        if len(self.original_shape) != 3 or len(self.ornt) != 3:
+            raise ValueError("SliceGeometry: original_shape and ornt must have 3 entries")
+        if np.asarray(self.original_affine).shape != (4, 4):
+            raise ValueError("SliceGeometry: original_affine must be 4x4")
+        if sorted(a for a, _ in self.ornt) != [0, 1, 2] or any(
+            f not in (-1, 1) for _, f in self.ornt
+        ):
+            raise ValueError(f"SliceGeometry: invalid orientation transform {self.ornt}")
+        if len(self.inplane_shape) != 2 or self.size < 1:
+            raise ValueError("SliceGeometry: inplane_shape must be (rows, cols), size >= 1")
+
+    @property
+    def num_slices(self) -> int:
+        """K: the number of axial slices (the source axis that became S)."""
+        src_axis = [a for a, (ras, _) in enumerate(self.ornt) if ras == 2][0]
+        return self.original_shape[src_axis]
+
+    @property
+    def affine(self) -> np.ndarray:
+        """The source affine as a (4, 4) float64 array."""
+        return np.array(self.original_affine, dtype=np.float64)
+
+    @property
+    def canonical_affine(self) -> np.ndarray:
+        """Affine of the reoriented (RAS) array: voxel -> RAS+ mm."""
+        return self.affine @ inv_ornt_aff(np.array(self.ornt, float), self.original_shape)
+
+    @property
+    def pixel_spacing_mm(self) -> tuple[float, float]:
+        """Pixel size in mm of the resized slices, (row, col) = (A-P, R-L) axes."""
+        sp = np.linalg.norm(self.canonical_affine[:3, :3], axis=0)  # (R, A, S) axes
+        rows, cols = self.inplane_shape
+        return (float(sp[1] * rows / self.size), float(sp[0] * cols / self.size))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (lists and numbers); inverse of :meth:`from_dict`."""
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = _to_lists(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SliceGeometry:
+        """Rebuild from :meth:`to_dict` output (keeps the recorded ``version``)."""
+        names = {f.name for f in fields(cls)}
+        missing = names - set(data) - {"output_range", "version"}
+        if missing:
+            raise ValueError(f"SliceGeometry.from_dict: missing keys {sorted(missing)}")
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"SliceGeometry.from_dict: unknown keys {sorted(unknown)}")
+        return cls(**data)
+
+
+def _to_lists(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_to_lists(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Steps
+# ----------------------------------------------------------------------------------------------
+
+
+def normalize_intensity(
+    array: np.ndarray, modality: str
+) -> tuple[np.ndarray, tuple[float, float], tuple[float, float] | None]:
+    """Map intensities to ``OUTPUT_RANGE`` (see the module docstring).
+
+    Returns ``(normalised float32 array of the same shape, window, percentiles)``, where
+    ``window`` is the (low, high) input intensity mapped to (0, 1): the HU window for CT, the
+    measured percentile values for MR; ``percentiles`` is ``None`` for CT.
+    """
+    modality = str(modality).upper()
+    data = np.asarray(array, dtype=np.float32)
+    finite = np.isfinite(data)
+    all_finite = bool(finite.all())
+    if modality == "CT":
+        lo, hi = CT_WINDOW_HU
+        pct = None
+    elif modality == "MR":
+        values = data[finite] if not all_finite else data.ravel()
+        nonzero = values[values != 0]
+        if nonzero.size:
+            values = nonzero
+        if values.size:
+            lo, hi = (float(v) for v in np.percentile(values, MR_PERCENTILES))
+        else:
+            lo = hi = 0.0
+        pct = MR_PERCENTILES
+    else:
+        raise ValueError(f"modality must be 'CT' or 'MR', got {modality!r}")
+    out_lo, out_hi = OUTPUT_RANGE
+    out = np.empty(data.shape, dtype=np.float32)
+    if hi > lo:
+        np.clip(data, lo, hi, out=out)
+        out -= np.float32(lo)
+        out *= np.float32((out_hi - out_lo) / (hi - lo))
+        if out_lo:
+            out += np.float32(out_lo)
+    else:
+        out.fill(out_lo)
+    if not all_finite:
+        out[~finite] = out_lo
+    return out, (float(lo), float(hi)), pct
+
+
+def _to_view(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Source voxel array -> (K, rows, cols) radiological-view slices (a view when possible)."""
+    ras = apply_orientation(array, ornt)
+    return ras[::-1, ::-1, :].transpose(2, 1, 0)
+
+
+def _from_view(slices: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_to_view`: (K, rows, cols) -> source voxel array layout."""
+    ras = slices.transpose(2, 1, 0)[::-1, ::-1, :]
+    return apply_orientation(ras, ornt_transform(_RAS, ornt))
+
+
+def _resize_bilinear(slices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(K, H, W) float -> (K, *shape) float32, bilinear, align_corners=False."""
+    slices = np.asarray(slices, dtype=np.float32)
+    if slices.shape[1:] == tuple(shape):
+        return np.ascontiguousarray(slices)
+    out = np.empty((slices.shape[0], *shape), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, slices.shape[0], _CHUNK):
+            chunk = torch.from_numpy(np.ascontiguousarray(slices[start : start + _CHUNK]))
+            res = F.interpolate(chunk[:, None], size=shape, mode="bilinear", align_corners=False)
+            out[start : start + _CHUNK] = res[:, 0].numpy()
+    return out
+
+
+def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    idx = np.floor((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64)
+    return np.minimum(idx, n_in - 1)
+
+
+def _resize_nearest(slices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(K, H, W) any dtype -> (K, *shape), nearest neighbour (nearest-exact convention)."""
+    if slices.shape[1:] == tuple(shape):
+        return np.ascontiguousarray(slices)
+    rows = _nearest_index(slices.shape[1], shape[0])
+    cols = _nearest_index(slices.shape[2], shape[1])
+    return np.ascontiguousarray(slices[:, rows[:, None], cols[None, :]])
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------
+
+
+def preprocess_volume(
+    volume: Volume, size: int = DEFAULT_SIZE
+) -> tuple[np.ndarray, SliceGeometry]:
+    """Volume -> model input slices.
+
+    Args:
+        volume: the scan (HU for CT, scanner units for MR), any orientation.
+        size: side of the output slices in pixels.
+
+    Returns:
+        ``(slices, geometry)``: ``slices`` float32 ``(K, size, size)`` in ``OUTPUT_RANGE``
+        (``[0, 1]``), K axial slices ordered inferior -> superior, radiological view;
+        ``geometry`` the record :func:`restore_mask` and :func:`preprocess_label` need.
+    """
+    if int(size) < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    size = int(size)
+    array = np.asarray(volume.array)
+    ornt = io_orientation(volume.affine)
+    normalised, window, pct = normalize_intensity(array, volume.modality)
+    view = _to_view(normalised, ornt)
+    geometry = SliceGeometry(
+        original_shape=array.shape,
+        original_affine=volume.affine,
+        ornt=ornt.astype(int),
+        inplane_shape=view.shape[1:],
+        size=size,
+        modality=volume.modality,
+        intensity_window=window,
+        percentiles=pct,
+    )
+    return _resize_bilinear(view, (size, size)), geometry
+
+
+def preprocess_label(label_array: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
+    """Label volume on the image's voxel grid -> uint8 slices ``(K, size, size)``.
+
+    ``label_array`` must have ``geometry.original_shape`` (align it first with
+    :func:`anunet_core.volumes.align_label_to_image`) and values in 0..255 (label values or a
+    binary mask: nearest neighbour keeps the values). Same reorientation and view as the image.
+    """
+    labels = np.asarray(label_array)
+    if labels.shape != geometry.original_shape:
+        raise ValueError(
+            f"label shape {labels.shape} differs from the image shape {geometry.original_shape}"
+        )
+    if labels.dtype != np.uint8:
+        if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
+            rounded = np.rint(labels)
+            if not np.array_equal(rounded, labels):
+                raise ValueError("label array must hold integer values")
+        if labels.size and (labels.min() < 0 or labels.max() > 255):
+            raise ValueError("label values must be within 0..255 (map them to a mask first)")
+        labels = labels.astype(np.uint8)
+    view = _to_view(labels, np.array(geometry.ornt, dtype=float))
+    return _resize_nearest(view, (geometry.size, geometry.size))
+
+
+def restore_mask(
+    slices: np.ndarray | torch.Tensor, geometry: SliceGeometry, threshold: float = 0.5
+) -> np.ndarray:
+    """Model output slices -> uint8 binary mask on the source voxel grid.
+
+    Args:
+        slices: probabilities (or a 0/1 mask) ``(K, size, size)``, or ``(K, 1, size, size)``,
+            values in [0, 1] (apply the sigmoid to logits first).
+        geometry: from :func:`preprocess_volume` of the same volume.
+        threshold: foreground is ``p > threshold`` after bilinear resizing back.
+
+    Returns:
+        uint8 mask (0/1) of shape ``geometry.original_shape`` in the source axis order, ready
+        for :func:`anunet_core.volumes.write_mask` with the source volume.
+    """
+    if isinstance(slices, torch.Tensor):
+        slices = slices.detach().to("cpu", torch.float32).numpy()
+    probs = np.asarray(slices)
+    if probs.ndim == 4 and probs.shape[1] == 1:
+        probs = probs[:, 0]
+    expected = (geometry.num_slices, geometry.size, geometry.size)
+    if probs.shape != expected:
+        raise ValueError(f"slices shape {probs.shape} differs from expected {expected}")
+    probs = probs.astype(np.float32, copy=False)
+    if probs.size:
+        lo, hi = float(np.nanmin(probs)), float(np.nanmax(probs))
+        if lo < -1e-6 or hi > 1 + 1e-6 or math.isnan(lo):
+            raise ValueError(
+                f"slices must be probabilities in [0, 1], got range [{lo:.3g}, {hi:.3g}] "
+                "(logits? apply a sigmoid first)"
+            )
+    rows, cols = geometry.inplane_shape
+    mask = np.empty((probs.shape[0], rows, cols), dtype=np.uint8)
+    for start in range(0, probs.shape[0], _CHUNK):
+        resized = _resize_bilinear(probs[start : start + _CHUNK], (rows, cols))
+        mask[start : start + _CHUNK] = resized > threshold
+    out = _from_view(mask, np.array(geometry.ornt, dtype=float))
+    return np.ascontiguousarray(out)
+
+
+def label_to_mask(label_array: np.ndarray, label_values: Iterable[int]) -> np.ndarray:
+    """uint8 binary mask: 1 where the label is one of ``label_values`` (e.g. ``{2, 3}`` merges
+    left and right kidney), 0 elsewhere (every other structure is background)."""
+    values = sorted({int(v) for v in label_values})
+    if not values:
+        raise ValueError("label_values must name at least one label value")
+    return np.isin(np.asarray(label_array), values).astype(np.uint8)
+
+
+def validate_organ(organ: str) -> str:
+    """Lower-cased organ name, checked against :data:`ORGANS`."""
+    name = str(organ).strip().lower()
+    if name not in ORGANS:
+        raise ValueError(f"organ must be one of {ORGANS}, got {organ!r}")
+    return name
