@@ -1,0 +1,119 @@
+"""Ingest speed and memory, measured side by side in one run.
+
+1. slices/s of ``run_ingest`` (Ray Data, all cores) against the bare loop in one process
+   (``load_case`` -> ``preprocess_volume``/``preprocess_label`` -> slice selection, no
+   writing) on the same synthetic archive;
+2. peak resident memory of the whole ingest process tree (driver, raylet, workers) for an
+   archive of N cases and one of 4N: streaming keeps it flat.
+
+Each ingest runs in a fresh subprocess with its own local Ray, sampled every 0.1 s.
+
+    python benchmarks/bench_ingest.py [--cases 6] [--size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from anunet_core.archives import discover_cases, load_case
+from anunet_core.preprocessing import preprocess_label, preprocess_volume
+from anunet_core.synthetic import make_archive
+from anunet_platform.ingest import select_slices
+
+SHAPE = (192, 192, 64)
+
+INGEST_CHILD = """
+import json, sys, time
+from anunet_platform.ingest import IngestConfig, run_ingest
+start = time.perf_counter()
+summary = run_ingest(IngestConfig(source=sys.argv[1], out=sys.argv[2], organ="liver", modality="CT", size=int(sys.argv[3])))
+slices = sum(s["slices"] for s in summary.splits.values())
+print("RESULT " + json.dumps({"seconds": time.perf_counter() - start, "slices": slices}))
+"""
+
+
+def bare_loop(archive: Path, size: int) -> tuple[int, float]:
+    """Read + preprocess every case in this process; returns (slices kept, seconds)."""
+    start = time.perf_counter()
+    kept = 0
+    for i, case in enumerate(discover_cases(archive)):
+        volume, mask = load_case(case, organ="liver", modality="CT")
+        images, geometry = preprocess_volume(volume, size=size)
+        masks = preprocess_label(mask, geometry)
+        kept += len(select_slices(masks, 0.25, np.random.default_rng(i)))
+        del images
+    return kept, time.perf_counter() - start
+
+
+def ingest_in_subprocess(archive: Path, out: Path, size: int) -> tuple[dict, float]:
+    """Run ingest in a fresh process; returns its result and the peak RSS (bytes) of its tree."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", INGEST_CHILD, str(archive), str(out), str(size)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(process.pid)
+        while not done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, _ = process.communicate()
+    done.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise RuntimeError(f"ingest subprocess failed with exit code {process.returncode}")
+    line = next(l for l in stdout.splitlines() if l.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):]), peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=6, help="N: cases of the small archive (default 6)")
+    parser.add_argument("--size", type=int, default=256, help="slice side (default 256)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        small, large = work / "small", work / "large"
+        make_archive(small, cases=args.cases, modality="CT", fmt="nifti", seed=1, shape=SHAPE)
+        make_archive(large, cases=4 * args.cases, modality="CT", fmt="nifti", seed=1, shape=SHAPE)
+
+        bare_slices, bare_seconds = bare_loop(small, args.size)
+        result_small, peak_small = ingest_in_subprocess(small, work / "ds-small", args.size)
+        result_large, peak_large = ingest_in_subprocess(large, work / "ds-large", args.size)
+
+    bare_rate = bare_slices / bare_seconds
+    ingest_rate = result_small["slices"] / result_small["seconds"]
+    print(f"ingest benchmark: {args.cases} and {4 * args.cases} synthetic CT cases of {SHAPE}, "
+          f"slices {args.size}x{args.size}, {psutil.cpu_count()} CPUs")
+    print(f"  bare read+preprocess loop (1 process): {bare_rate:8.1f} slices/s ({bare_slices} slices)")
+    print(f"  run_ingest, Ray Data (incl. Ray start): {ingest_rate:8.1f} slices/s "
+          f"({result_small['slices']} slices, written to Parquet)")
+    print(f"  ingest / bare loop: {ingest_rate / bare_rate:.2f}x")
+    print(f"  peak memory of the ingest process tree: N={args.cases}: {peak_small / 2**20:.0f} MiB, "
+          f"4N={4 * args.cases}: {peak_large / 2**20:.0f} MiB  (4N / N = {peak_large / peak_small:.2f}x)")
+    print(f"  4N archive: {result_large['slices'] / result_large['seconds']:.1f} slices/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,474 @@
+"""Ingest: a scan archive -> a Parquet dataset of preprocessed 2D slices, split by patient.
+
+Stages (a Ray Data pipeline over cases, one task per case, streamed):
+
+    discover cases (driver, names only) -> split patients 5:1 train/test, val from train
+    -> read + align label + preprocess (anunet_core, the same code segmentation uses)
+    -> keep organ slices and a share of organ-free ones -> one Parquet shard per case
+    -> summary.json + errors.json beside the shards
+
+Dataset layout::
+
+    DATASET_DIR/
+      train/<case_id>.parquet   val/<case_id>.parquet   test/<case_id>.parquet
+      summary.json              errors.json
+
+Each row is one slice: case_id, patient_id, slice_index, split, organ, modality, image
+(float16 bytes, size x size, row-major, in preprocessing.OUTPUT_RANGE), mask (uint8 bytes,
+0/1), size, spacing (row mm, col mm, slice mm of the resized slice), source (path relative to
+the archive), source_sha256, preprocessing_version. Shards are written atomically, and the
+dataset folder appears whole: it is built in a staging folder beside DATASET_DIR and renamed.
+
+A case that cannot be read, or whose label does not fit its image, is an entry in
+errors.json with a one-line reason; the rest goes on. An archive with no readable case is an
+:class:`IngestError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from anunet_core.archives import LAYOUTS, Case, case_checksum, default_label_values, discover_cases, load_case
+from anunet_core.preprocessing import (
+    DEFAULT_SIZE,
+    ORGANS,
+    PREPROCESSING_VERSION,
+    preprocess_label,
+    preprocess_volume,
+)
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SUMMARY_FILE = "summary.json"
+ERRORS_FILE = "errors.json"
+
+SLICE_SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("patient_id", pa.string()),
+        ("slice_index", pa.int32()),
+        ("split", pa.string()),
+        ("organ", pa.string()),
+        ("modality", pa.string()),
+        ("image", pa.binary()),
+        ("mask", pa.binary()),
+        ("size", pa.int32()),
+        ("spacing", pa.list_(pa.float64(), 3)),
+        ("source", pa.string()),
+        ("source_sha256", pa.string()),
+        ("preprocessing_version", pa.string()),
+    ]
+)
+
+
+class IngestError(ValueError):
+    """The ingest as a whole cannot proceed (bad arguments, nothing readable, output exists)."""
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """What to ingest and how. Flags of ``jobs/ingest.py`` map one to one onto these fields.
+
+    Attributes:
+        source: the archive folder.
+        out: the dataset folder to create.
+        organ: ``liver``, ``spleen`` or ``kidney`` (left + right).
+        modality: ``CT`` or ``MR``.
+        layout: an archive layout of :data:`anunet_core.archives.LAYOUTS` or ``auto``.
+        label_values: label values that form the organ; ``None`` uses the layout's default.
+        size: side of the preprocessed slices in pixels.
+        seed: seeds the patient split and the choice of organ-free slices.
+        test_fraction: share of patients in the test split (the paper's 5:1 -> 1/6).
+        val_fraction: share of the remaining (training) patients held out for validation.
+        empty_slice_fraction: share of organ-free slices kept, per case (all organ slices are).
+        overwrite: replace an existing dataset folder.
+        cpus_per_case: CPUs a case task reserves (reading + preprocessing one volume).
+    """
+
+    source: Path
+    out: Path
+    organ: str
+    modality: str
+    layout: str = "auto"
+    label_values: tuple[int, ...] | None = None
+    size: int = DEFAULT_SIZE
+    seed: int = 0
+    test_fraction: float = 1 / 6
+    val_fraction: float = 0.2
+    empty_slice_fraction: float = 0.25
+    overwrite: bool = False
+    cpus_per_case: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", Path(self.source))
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "modality", str(self.modality).upper())
+        if self.organ not in ORGANS:
+            raise IngestError(f"--organ must be one of {', '.join(ORGANS)}, got {self.organ!r}")
+        if self.modality not in ("CT", "MR"):
+            raise IngestError(f"--modality must be CT or MR, got {self.modality!r}")
+        if self.layout != "auto" and self.layout not in LAYOUTS:
+            raise IngestError(f"--layout must be auto or one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.size < 16 or self.size % 16:
+            raise IngestError(f"--size must be a positive multiple of 16 (the network pools 4 times), got {self.size}")
+        for name in ("test_fraction", "val_fraction", "empty_slice_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise IngestError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
+        if self.label_values is not None:
+            object.__setattr__(self, "label_values", tuple(sorted({int(v) for v in self.label_values})))
+            if not self.label_values or min(self.label_values) < 1:
+                raise IngestError(f"--label-values must be positive label values, got {self.label_values}")
+
+
+@dataclass
+class CaseResult:
+    """What one case task reports back to the driver (small: no pixels)."""
+
+    case_id: str
+    patient_id: str
+    split: str
+    source: str
+    slices: int = 0
+    organ_slices: int = 0
+    organ_pixels: int = 0
+    pixels: int = 0
+    organ_ml: float = 0.0
+    source_sha256: str = ""
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class DatasetSummary:
+    """``summary.json``: the dataset at a glance, and its checksum (the registry's ``dataset``)."""
+
+    organ: str
+    modality: str
+    size: int
+    layout: str
+    label_values: list[int] | None
+    preprocessing_version: str
+    seed: int
+    source: str
+    splits: dict[str, dict[str, float]] = field(default_factory=dict)
+    errors: int = 0
+    checksum: str = ""
+    seconds: float = 0.0
+
+    def table(self) -> str:
+        lines = [f"{'split':<6} {'cases':>6} {'slices':>7} {'organ slices':>13} {'organ pixel %':>14}"]
+        for split in SPLITS:
+            s = self.splits.get(split, {})
+            lines.append(
+                f"{split:<6} {int(s.get('cases', 0)):>6} {int(s.get('slices', 0)):>7} "
+                f"{int(s.get('organ_slices', 0)):>13} {100 * s.get('organ_pixel_fraction', 0.0):>13.2f}%"
+            )
+        lines.append(f"errors: {self.errors}    checksum: {self.checksum[:16]}    {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Policy: pure functions, tested without Ray
+# ----------------------------------------------------------------------------------------------
+
+
+def split_patients(
+    patient_ids: Iterable[str], seed: int, test_fraction: float = 1 / 6, val_fraction: float = 0.2
+) -> dict[str, str]:
+    """Assign every patient to ``train``, ``val`` or ``test``; never one patient on two sides.
+
+    Patients are sorted, then shuffled with ``seed``: the result depends only on the set of
+    ids and the seed. ``round(n * test_fraction)`` patients go to test (at least one when
+    ``test_fraction > 0`` and there are two or more patients), then ``round(n_train *
+    val_fraction)`` of the rest to val (likewise at least one), leaving at least one to train.
+    """
+    patients = sorted(set(patient_ids))
+    order = np.random.default_rng(seed).permutation(len(patients))
+    shuffled = [patients[i] for i in order]
+
+    def share(n: int, fraction: float) -> int:
+        if n < 2 or fraction <= 0:
+            return 0
+        return min(n - 1, max(1, round(n * fraction)))
+
+    n_test = share(len(shuffled), test_fraction)
+    n_val = share(len(shuffled) - n_test, val_fraction)
+    splits = {p: "test" for p in shuffled[:n_test]}
+    splits |= {p: "val" for p in shuffled[n_test : n_test + n_val]}
+    splits |= {p: "train" for p in shuffled[n_test + n_val :]}
+    return splits
+
+
+def select_slices(mask_slices: np.ndarray, empty_slice_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the slices to keep: every slice with organ, plus ``round(fraction * n)`` of
+    the ``n`` organ-free ones chosen at random; sorted. ``mask_slices`` is ``(K, H, W)``."""
+    has_organ = mask_slices.reshape(len(mask_slices), -1).any(axis=1)
+    organ = np.flatnonzero(has_organ)
+    empty = np.flatnonzero(~has_organ)
+    keep_empty = rng.choice(empty, size=round(empty_slice_fraction * len(empty)), replace=False)
+    return np.sort(np.concatenate([organ, keep_empty]).astype(np.int64))
+
+
+def dataset_checksum(results: Sequence[CaseResult], config: IngestConfig) -> str:
+    """sha256 over what defines the dataset: sources, splits, recipe and selection settings."""
+    digest = hashlib.sha256()
+    recipe = {
+        "organ": config.organ,
+        "modality": config.modality,
+        "size": config.size,
+        "label_values": config.label_values,
+        "seed": config.seed,
+        "empty_slice_fraction": config.empty_slice_fraction,
+        "preprocessing_version": PREPROCESSING_VERSION,
+    }
+    digest.update(json.dumps(recipe, sort_keys=True).encode())
+    for r in sorted(results, key=lambda r: r.case_id):
+        if r.error is None:
+            digest.update(f"{r.case_id}\0{r.split}\0{r.source_sha256}\0{r.slices}\n".encode())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# One case (runs in a Ray task)
+# ----------------------------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
+
+
+def _write_table_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def case_slices(case: Case, split: str, config: IngestConfig) -> tuple[pa.Table, CaseResult]:
+    """Read, align, preprocess and select the slices of one case; raises on bad input."""
+    start = time.perf_counter()
+    volume, mask = load_case(case, organ=config.organ, modality=config.modality, label_values=config.label_values)
+    if mask is None:
+        raise ValueError(f"no label found for case {case.case_id} (image {case.image.name})")
+    images, geometry = preprocess_volume(volume, size=config.size)
+    masks = preprocess_label(mask, geometry)
+    seed = int.from_bytes(hashlib.sha256(f"{config.seed}:{case.case_id}".encode()).digest()[:8], "little")
+    keep = select_slices(masks, config.empty_slice_fraction, np.random.default_rng(seed))
+    row_mm, col_mm = geometry.pixel_spacing_mm
+    slice_mm = float(np.linalg.norm(geometry.canonical_affine[:3, 2]))
+    checksum = case_checksum(case)
+    source = os.path.relpath(case.image, config.source)
+    n = len(keep)
+    table = pa.table(
+        {
+            "case_id": [case.case_id] * n,
+            "patient_id": [case.patient_id] * n,
+            "slice_index": keep.astype(np.int32),
+            "split": [split] * n,
+            "organ": [config.organ] * n,
+            "modality": [config.modality] * n,
+            "image": [images[k].astype("<f2").tobytes() for k in keep],
+            "mask": [masks[k].astype(np.uint8).tobytes() for k in keep],
+            "size": np.full(n, config.size, dtype=np.int32),
+            "spacing": [[row_mm, col_mm, slice_mm]] * n,
+            "source": [source] * n,
+            "source_sha256": [checksum] * n,
+            "preprocessing_version": [PREPROCESSING_VERSION] * n,
+        },
+        schema=SLICE_SCHEMA,
+    )
+    organ_pixels = int(masks.sum())
+    result = CaseResult(
+        case_id=case.case_id,
+        patient_id=case.patient_id,
+        split=split,
+        source=source,
+        slices=n,
+        organ_slices=int(masks[keep].reshape(n, -1).any(axis=1).sum()) if n else 0,
+        organ_pixels=int(masks[keep].sum()),
+        pixels=n * config.size * config.size,
+        organ_ml=organ_pixels * row_mm * col_mm * slice_mm / 1000.0,
+        source_sha256=checksum,
+        seconds=time.perf_counter() - start,
+    )
+    return table, result
+
+
+def ingest_case(case: Case, split: str, config: IngestConfig, staging: Path) -> CaseResult:
+    """Write the shard of one case into ``staging/<split>/``; never raises for bad input."""
+    try:
+        table, result = case_slices(case, split, config)
+        _write_table_atomic(table, staging / split / f"{case.case_id}.parquet")
+        return result
+    except Exception as exc:  # noqa: BLE001 - any failure of one case is that case's error row
+        return CaseResult(
+            case_id=case.case_id,
+            patient_id=case.patient_id,
+            split=split,
+            source=os.path.relpath(case.image, config.source),
+            error=_one_line(exc),
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# The job
+# ----------------------------------------------------------------------------------------------
+
+
+def prepare_output(out: Path, overwrite: bool) -> Path:
+    """Refuse an existing non-empty dataset folder unless ``overwrite``; return a fresh
+    staging folder beside it (same file system, so the final rename is atomic)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise IngestError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    return staging
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Swap the finished staging folder into place (the old dataset is removed after)."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def summarise(results: Sequence[CaseResult], config: IngestConfig, layout: str, seconds: float) -> DatasetSummary:
+    summary = DatasetSummary(
+        organ=config.organ,
+        modality=config.modality,
+        size=config.size,
+        layout=layout,
+        label_values=list(config.label_values) if config.label_values else None,
+        preprocessing_version=PREPROCESSING_VERSION,
+        seed=config.seed,
+        source=str(config.source),
+        errors=sum(r.error is not None for r in results),
+        checksum=dataset_checksum(results, config),
+        seconds=seconds,
+    )
+    for split in SPLITS:
+        done = [r for r in results if r.split == split and r.error is None]
+        pixels = sum(r.pixels for r in done)
+        summary.splits[split] = {
+            "cases": len(done),
+            "patients": len({r.patient_id for r in done}),
+            "slices": sum(r.slices for r in done),
+            "organ_slices": sum(r.organ_slices for r in done),
+            "organ_pixel_fraction": sum(r.organ_pixels for r in done) / pixels if pixels else 0.0,
+            "organ_ml_mean": float(np.mean([r.organ_ml for r in done])) if done else 0.0,
+        }
+    return summary
+
+
+def write_json_atomic(data: object, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def run_ingest(config: IngestConfig) -> DatasetSummary:
+    """Ingest ``config.source`` into ``config.out`` with Ray Data; print progress and summary.
+
+    Connects to the Ray cluster in ``RAY_ADDRESS`` or starts a local one.
+    """
+    import ray
+
+    from anunet_platform.cluster import init_ray
+
+    start = time.perf_counter()
+    if not config.source.is_dir():
+        raise IngestError(f"--source {config.source} is not a folder")
+    cases = discover_cases(config.source, layout=config.layout, require_labels=True)
+    layout = cases[0].layout
+    if config.label_values is None:
+        default_label_values(layout, config.organ)  # e.g. LiTS labels only the liver: fail now, not per case
+    splits = split_patients((c.patient_id for c in cases), config.seed, config.test_fraction, config.val_fraction)
+    staging = prepare_output(config.out, config.overwrite)
+    logger.info("ingest: %d cases (%s layout) from %s -> %s", len(cases), layout, config.source, config.out)
+    try:
+        init_ray()
+        items = [case.to_dict() | {"split": splits[case.patient_id]} for case in cases]
+        dataset = ray.data.from_items(items, override_num_blocks=len(items))
+        reports = dataset.map(
+            lambda row: asdict(ingest_case(Case.from_dict(row), row["split"], config, staging)),
+            num_cpus=config.cpus_per_case,
+        )
+        results: list[CaseResult] = []
+        for row in reports.iter_rows():  # streams: one line per finished case
+            result = CaseResult(**{k: row[k] for k in CaseResult.__dataclass_fields__})
+            results.append(result)
+            status = f"error: {result.error}" if result.error else f"{result.slices} slices, {result.organ_ml:.0f} mL"
+            print(f"[{len(results)}/{len(cases)}] {result.case_id} ({result.split}): {status}", flush=True)
+        ok = [r for r in results if r.error is None]
+        errors = [{"case_id": r.case_id, "source": r.source, "error": r.error} for r in results if r.error]
+        if not ok:
+            first = errors[0]["error"] if errors else "no case was processed"
+            raise IngestError(f"no readable case in {config.source} ({len(errors)} failed; first: {first})")
+        summary = summarise(results, config, layout, time.perf_counter() - start)
+        write_json_atomic(sorted(errors, key=lambda e: e["case_id"]), staging / ERRORS_FILE)
+        write_json_atomic(asdict(summary), staging / SUMMARY_FILE)
+        publish(staging, config.out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(summary.table())
+    if errors:
+        print(f"{len(errors)} case(s) failed; reasons in {config.out / ERRORS_FILE}")
+    return summary
+
+
+def read_summary(dataset: Path) -> DatasetSummary:
+    """The :class:`DatasetSummary` of an ingested dataset folder."""
+    path = Path(dataset) / SUMMARY_FILE
+    if not path.is_file():
+        raise IngestError(f"{dataset} is not an ingested dataset (no {SUMMARY_FILE})")
+    return DatasetSummary(**json.loads(path.read_text()))
+
+
+def decode_slices(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, size, size)`` float32 and masks ``(N, size, size)`` uint8 of slice rows."""
+    n = table.num_rows
+    if n == 0:
+        return np.zeros((0, 0, 0), np.float32), np.zeros((0, 0, 0), np.uint8)
+    size = int(table.column("size")[0].as_py())
+    images = np.frombuffer(b"".join(table.column("image").to_pylist()), dtype="<f2").reshape(n, size, size)
+    masks = np.frombuffer(b"".join(table.column("mask").to_pylist()), dtype=np.uint8).reshape(n, size, size)
+    return images.astype(np.float32), masks.copy()
+
+
+__all__ = [
+    "CaseResult",
+    "DatasetSummary",
+    "IngestConfig",
+    "IngestError",
+    "SLICE_SCHEMA",
+    "SPLITS",
+    "decode_slices",
+    "read_summary",
+    "run_ingest",
+    "select_slices",
+    "split_patients",
+]

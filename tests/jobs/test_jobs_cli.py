@@ -1,0 +1,97 @@
+"""The job entrypoints: --help works, flags are the contract of DESIGN.md, bad input is one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from anunet_platform.cli import PARSERS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(job: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "jobs" / f"{job}.py"), *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("job", sorted(PARSERS))
+def test_every_job_has_help_and_a_parser(job: str) -> None:
+    assert (REPO / "jobs" / f"{job}.py").is_file()
+    result = run(job, "--help", timeout=60)
+    assert result.returncode == 0 and "usage:" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "job,argv",
+    [
+        ("make_synthetic", ["--out", "D", "--cases", "3", "--modality", "CT", "--format", "nifti"]),
+        ("make_synthetic", ["--out", "D", "--cases", "3", "--modality", "MR", "--format", "dicom"]),
+        ("ingest", ["--source", "A", "--out", "D", "--organ", "liver", "--modality", "CT"]),
+        ("ingest", ["--source", "A", "--out", "D", "--organ", "kidney", "--modality", "MR", "--layout", "chaos", "--label-values", "2,3", "--size", "128"]),
+        ("demo", []),
+        ("demo", ["--workdir", "W"]),
+    ],
+)
+def test_design_contract_flags_parse(job: str, argv: list[str]) -> None:
+    PARSERS[job]().parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    "job,argv",
+    [
+        ("make_synthetic", ["--out", "D", "--cases", "0", "--modality", "CT", "--format", "nifti"]),
+        ("make_synthetic", ["--out", "D", "--cases", "2", "--modality", "PET", "--format", "nifti"]),
+        ("ingest", ["--source", "A", "--out", "D", "--organ", "heart", "--modality", "CT"]),
+        ("ingest", ["--source", "A", "--out", "D", "--organ", "liver", "--modality", "CT", "--label-values", "x"]),
+    ],
+)
+def test_bad_flags_are_refused(job: str, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        PARSERS[job]().parse_args(argv)
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("fmt,expected", [("nifti", "image.nii.gz"), ("dicom", "dicom")])
+def test_make_synthetic_writes_a_readable_archive(tmp_path: Path, fmt: str, expected: str) -> None:
+    result = run("make_synthetic", "--out", str(tmp_path / "a"), "--cases", "2", "--modality", "CT", "--format", fmt, "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    cases = sorted((tmp_path / "a").iterdir())
+    assert [c.name for c in cases] == ["case_0000", "case_0001"]
+    assert all((c / expected).exists() and (c / "labels.nii.gz").is_file() for c in cases)
+    labels = np.asarray(nib.load(cases[0] / "labels.nii.gz").dataobj)
+    assert (labels == 5).any(), "the liver is labelled"
+
+
+def test_ingest_of_an_empty_archive_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run("ingest", "--source", str(tmp_path / "empty"), "--out", str(tmp_path / "ds"), "--organ", "liver", "--modality", "CT")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("jobs/ingest.py: error:") and result.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.slow
+def test_demo_runs_the_chain_end_to_end(tmp_path: Path) -> None:
+    """The main job, shrunk: synthetic archive -> Ray Data ingest -> training -> report."""
+    import json
+
+    import ray
+
+    from anunet_platform.demo import DemoConfig, run_demo
+
+    try:
+        report = run_demo(DemoConfig(workdir=tmp_path / "demo", cases=4, volume_shape=(64, 64, 16), size=64, epochs=2))
+    finally:
+        ray.shutdown()
+    assert [d.depth for d in report.depths] == [1, 2, 3, 4]
+    assert [d.params for d in report.depths] == [103_812, 513_387, 2_191_829, 8_950_594]
+    assert all(0.0 <= d.val_dice <= 1.0 and d.latency_ms_per_slice > 0 for d in report.depths)
+    assert report.losses[-1] < report.losses[0], "training must reduce the loss"
+    saved = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert saved["dataset_checksum"] == report.dataset_checksum
+    assert (tmp_path / "demo" / "anunet.pt").is_file() and (tmp_path / "demo" / "dataset" / "summary.json").is_file()
