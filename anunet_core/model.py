@@ -204,5 +204,5 @@ def prune(model: ANUNet, depth: int) -> ANUNet:
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters (what Table 6 counts)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of parameters (what Table 6 counts), frozen ones included."""
+    return sum(p.numel() for p in model.parameters())
