@@ -134,6 +134,28 @@ def test_ingest_writes_patient_split_shards_and_summary(ray_local, ct_archive: P
     assert not list(tmp_path.glob(".dataset.staging-*")), "staging folder left behind"
 
 
+@pytest.mark.parametrize(
+    "fmt,layout,modality,organ",
+    [
+        ("nifti", "pairs", "MR", "spleen"),
+        ("nifti", "msd", "CT", "liver"),
+        ("nifti", "lits", "CT", "liver"),
+        ("dicom", "dicom", "CT", "kidney"),
+        ("dicom", "chaos", "MR", "kidney"),
+    ],
+)
+def test_ingest_handles_every_layout(ray_local, tmp_path: Path, fmt: str, layout: str, modality: str, organ: str) -> None:
+    source = tmp_path / "archive"
+    make_archive(source, cases=3, modality=modality, fmt=fmt, layout=layout, seed=4, shape=SMALL, organ=organ)
+    summary = run_ingest(config(source, tmp_path / "ds", organ=organ, modality=modality))
+    assert summary.layout == layout and summary.errors == 0
+    assert sum(summary.splits[s]["cases"] for s in ("train", "val", "test")) == 3
+    table = pq.read_table(sorted((tmp_path / "ds").rglob("*.parquet")))
+    _, masks = decode_slices(table)
+    assert masks.any(), f"no {organ} pixels ingested from the {layout} layout"
+    assert set(table.column("organ").to_pylist()) == {organ}
+
+
 def test_ingest_is_deterministic(ray_local, ct_archive: Path, tmp_path: Path) -> None:
     first = run_ingest(config(ct_archive, tmp_path / "a", seed=5))
     second = run_ingest(config(ct_archive, tmp_path / "b", seed=5))
