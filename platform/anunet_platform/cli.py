@@ -101,6 +101,51 @@ def ingest_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobs/train.py",
+        description="Train ANU-Net on an ingested dataset with Ray Train (DDP); optionally register every depth in MLflow.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder written by jobs/ingest.py")
+    parser.add_argument("--epochs", type=_positive_int, required=True, help="passes over the training split")
+    parser.add_argument("--num-workers", type=_positive_int, required=True, help="Ray Train workers (DDP ranks)")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker: NCCL and bf16 autocast")
+    parser.add_argument("--cpus-per-worker", type=_positive_int, default=1, help="CPUs per worker (default 1)")
+    parser.add_argument("--alpha", type=_fraction, default=0.5, help="hybrid loss: weight of organ pixels (default 0.5)")
+    parser.add_argument("--gamma", type=float, default=2.0, help="hybrid loss: focusing exponent (default 2.0)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam peak learning rate (default 1e-3)")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, help="slices per worker per step (default 8)")
+    parser.add_argument("--no-augment", dest="augment", action="store_false", help="train without augmentation")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument("--run-name", default=None, help="run name; the same name resumes (default: derived from data and settings)")
+    parser.add_argument("--storage-path", type=Path, default=None, help="checkpoint storage (default ./anunet-workspace/ray_results; shared storage on a cluster)")
+    parser.add_argument("--max-failures", type=int, default=2, help="restarts from the latest checkpoint after a worker failure (default 2)")
+    parser.add_argument("--experiment", default="anunet", help="MLflow experiment (default anunet)")
+    parser.add_argument("--register", action="store_true", help="register one model per depth in MLflow (alias candidate)")
+    return parser
+
+
+def tune_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobs/tune.py",
+        description="Tune the hybrid loss's alpha and gamma (and the learning rate) with Ray Tune + ASHA; each trial a TorchTrainer run.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder written by jobs/ingest.py")
+    parser.add_argument("--num-samples", type=_positive_int, required=True, help="trials (configurations) to try")
+    parser.add_argument("--epochs", type=_positive_int, required=True, help="maximum epochs per trial")
+    parser.add_argument("--num-workers", type=_positive_int, default=1, help="Ray Train workers per trial (default 1)")
+    parser.add_argument("--cpus-per-worker", type=_positive_int, default=1, help="CPUs per worker (default 1)")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, help="slices per worker per step (default 8)")
+    parser.add_argument("--max-concurrent-trials", type=_positive_int, default=None, help="default: as many as the cluster fits")
+    parser.add_argument("--name", default=None, help="experiment name; the same name resumes it")
+    parser.add_argument("--storage-path", type=Path, default=None, help="Tune/Train storage (shared storage on a cluster)")
+    parser.add_argument("--experiment", default="anunet-tune", help="MLflow experiment (default anunet-tune)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
+    parser.add_argument("--register", action="store_true", help="retrain the best config and register every depth")
+    return parser
+
+
 def demo_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobs/demo.py",
@@ -112,10 +157,23 @@ def demo_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def promote_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobs/promote.py",
+        description="Move an MLflow alias (default production) to the four depth versions one training run registered.",
+    )
+    parser.add_argument("--run-id", required=True, help="MLflow run id of the training run (jobs/train.py --register)")
+    parser.add_argument("--alias", default="production", help="alias to move (default production)")
+    return parser
+
+
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "make_synthetic": make_synthetic_parser,
     "ingest": ingest_parser,
+    "train": train_parser,
+    "tune": tune_parser,
     "demo": demo_parser,
+    "promote": promote_parser,
 }
 
 

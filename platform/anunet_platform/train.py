@@ -1,0 +1,422 @@
+"""Distributed training of ANU-Net with Ray Train (TorchTrainer, DDP).
+
+Stages:
+
+    Parquet slice dataset (ingest) -> Ray Data: decode rows to (S, S) arrays
+    -> TorchTrainer workers: get_dataset_shard(...).iter_torch_batches -> augment
+    -> ANU-Net + HybridLoss (all four deep-supervision heads), Adam + cosine schedule,
+       bf16 autocast where it is fast (GPU; AMX CPUs), DDP (gloo on CPU, NCCL on GPU)
+    -> every epoch: validation Dice/IoU/precision/recall of every depth L1-L4 from the one
+       model (counts all-reduced over workers) -> ray.train.report(metrics, checkpoint)
+
+Fault tolerance: a failed worker group restarts from the latest checkpoint
+(``FailureConfig(max_failures)``), and running again with the same ``run_name`` and storage
+resumes the run where it stopped. Only rank 0 writes to MLflow (into a run the driver opened,
+so a resumed run keeps logging into the same MLflow run); workers never touch the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anunet_core import ANUNet, HybridLoss
+from anunet_core.augmentation import AugmentationConfig, augment_batch
+from anunet_core.metrics import ConfusionCounts, dice, iou, precision, recall
+from anunet_platform.ingest import IngestError, read_summary
+from anunet_platform.precision import autocast, bf16_is_fast
+
+logger = logging.getLogger(__name__)
+
+DEPTHS = (1, 2, 3, 4)
+CHECKPOINT_FILES = ("model.pt", "optimizer.pt", "scheduler.pt", "state.json")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run. ``jobs/train.py`` flags map onto these fields.
+
+    Attributes:
+        data: dataset folder written by ``jobs/ingest.py``.
+        epochs: passes over the training split.
+        num_workers: Ray Train workers (DDP ranks).
+        use_gpu: one GPU per worker, NCCL, bf16 autocast.
+        cpus_per_worker: CPUs each worker reserves (and its torch threads).
+        alpha, gamma: the hybrid loss's class balance and focusing exponent.
+        learning_rate: Adam's peak learning rate (cosine decay over the epochs).
+        batch_size: slices per worker per step.
+        augment: random affine + intensity jitter on training slices.
+        seed: model init, shuffling and augmentation.
+        run_name: the Ray Train run (and MLflow run) name; the same name resumes.
+        storage_path: where Ray Train keeps checkpoints (shared storage on a cluster).
+        max_failures: worker-group restarts from the latest checkpoint before giving up.
+        experiment: MLflow experiment name.
+        tracking_uri: MLflow store (default: registry.tracking_uri()).
+        mlflow_run_id: log into this existing MLflow run (the driver opens one if None).
+        register: after training, register one model per depth in MLflow.
+    """
+
+    data: Path
+    epochs: int
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    alpha: float = 0.5
+    gamma: float = 2.0
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    augment: bool = True
+    seed: int = 0
+    run_name: str | None = None
+    storage_path: Path | None = None
+    max_failures: int = 2
+    experiment: str = "anunet"
+    tracking_uri: str | None = None
+    mlflow_run_id: str | None = None
+    register: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", Path(self.data))
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.num_workers < 1:
+            raise ValueError(f"--num-workers must be >= 1, got {self.num_workers}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"--alpha must be in [0, 1], got {self.alpha}")
+        if self.gamma < 0:
+            raise ValueError(f"--gamma must be >= 0, got {self.gamma}")
+        if self.learning_rate <= 0 or self.batch_size < 1:
+            raise ValueError(f"--learning-rate must be > 0 and --batch-size >= 1, got {self.learning_rate}, {self.batch_size}")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves: its final metrics per depth and where the weights are."""
+
+    run_name: str
+    checkpoint_path: str
+    metrics: dict[str, float]
+    mlflow_run_id: str | None
+    epochs_done: int
+    registered: list[dict[str, Any]] = field(default_factory=list)
+
+    def depth_metrics(self) -> dict[int, dict[str, float]]:
+        """``{depth: {"val_dice": .., "val_iou": .., "val_precision": .., "val_recall": ..}}``."""
+        return {
+            d: {f"val_{k}": self.metrics[f"val_{k}_L{d}"] for k in ("dice", "iou", "precision", "recall")} for d in DEPTHS
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+
+def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Ray Data ``map_batches`` step: Parquet bytes -> ``image`` float16 ``(N, S, S)`` and
+    ``mask`` uint8 ``(N, S, S)`` arrays (the only columns training needs)."""
+    size = int(batch["size"][0])
+    n = len(batch["size"])
+    image = np.frombuffer(b"".join(batch["image"]), dtype="<f2").reshape(n, size, size)
+    mask = np.frombuffer(b"".join(batch["mask"]), dtype=np.uint8).reshape(n, size, size)
+    return {"image": image.copy(), "mask": mask.copy()}
+
+
+def split_files(data: Path, split: str) -> list[str]:
+    files = sorted(str(p) for p in (data / split).glob("*.parquet"))
+    if not files:
+        raise IngestError(f"{data} has no {split} slices ({data / split}/*.parquet); run jobs/ingest.py first")
+    return files
+
+
+def load_datasets(data: Path) -> dict[str, Any]:
+    """The train and val splits as Ray Datasets of decoded slices."""
+    import ray
+
+    read_summary(data)  # a clear error for a folder that is not a dataset
+    datasets = {}
+    for split in ("train", "val"):
+        ds = ray.data.read_parquet(split_files(data, split), columns=["image", "mask", "size"])
+        datasets[split] = ds.map_batches(decode_batch, batch_format="numpy")
+    return datasets
+
+
+# ----------------------------------------------------------------------------------------------
+# The training loop (runs on every worker)
+# ----------------------------------------------------------------------------------------------
+
+
+def unwrap(model: torch.nn.Module) -> ANUNet:
+    return model.module if hasattr(model, "module") else model
+
+
+def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict) -> None:
+    torch.save(unwrap(model).state_dict(), directory / "model.pt")
+    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+    torch.save(scheduler.state_dict(), directory / "scheduler.pt")
+    (directory / "state.json").write_text(json.dumps(state))
+
+
+def load_model_weights(checkpoint_dir: Path) -> ANUNet:
+    """The trained network of a checkpoint folder (tensors only: ``weights_only=True``)."""
+    model = ANUNet()
+    model.load_state_dict(torch.load(Path(checkpoint_dir) / "model.pt", map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def validation_counts(model: torch.nn.Module, batches, device: torch.device, use_bf16: bool) -> list[ConfusionCounts]:
+    """Confusion counts of every head over this worker's validation shard."""
+    totals = [ConfusionCounts(*(torch.zeros((), dtype=torch.int64),) * 3) for _ in DEPTHS]
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            images = batch["image"].to(device).float().unsqueeze(1).contiguous(memory_format=torch.channels_last)
+            target = batch["mask"].to(device).unsqueeze(1)
+            with autocast(device, use_bf16):
+                outputs = unwrap(model)(images)
+            for d, logits in enumerate(outputs):
+                pred = logits.float() > 0
+                truth = target > 0
+                totals[d] = totals[d] + ConfusionCounts(
+                    (pred & truth).sum().cpu(), (pred & ~truth).sum().cpu(), (~pred & truth).sum().cpu()
+                )
+    return totals
+
+
+def all_reduce_counts(counts: list[ConfusionCounts], device: torch.device) -> list[ConfusionCounts]:
+    flat = torch.stack([torch.stack([c.tp, c.fp, c.fn]) for c in counts]).to(device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(flat)
+    flat = flat.cpu()
+    return [ConfusionCounts(row[0], row[1], row[2]) for row in flat]
+
+
+def depth_metrics(counts: list[ConfusionCounts]) -> dict[str, float]:
+    metrics = {}
+    for d, c in zip(DEPTHS, counts):
+        metrics[f"val_dice_L{d}"] = float(dice(c))
+        metrics[f"val_iou_L{d}"] = float(iou(c))
+        metrics[f"val_precision_L{d}"] = float(precision(c))
+        metrics[f"val_recall_L{d}"] = float(recall(c))
+    metrics["val_dice"] = metrics[f"val_dice_L{DEPTHS[-1]}"]  # the deepest head: what Tune optimises
+    return metrics
+
+
+def train_func(loop_config: dict) -> None:
+    """``train_loop_per_worker``: one DDP rank."""
+    import ray.train
+    import ray.train.torch
+
+    config = TrainConfig(**loop_config["train_config"])
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    torch.set_num_threads(max(1, config.cpus_per_worker))
+    device = ray.train.torch.get_device()
+    use_bf16 = bf16_is_fast(device)
+
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    model = ANUNet().to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+    loss_fn = HybridLoss(alpha=config.alpha, gamma=config.gamma)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.learning_rate / 20)
+    start_epoch = 0
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            directory = Path(directory)
+            unwrap(model).load_state_dict(torch.load(directory / "model.pt", map_location=device, weights_only=True))
+            optimizer.load_state_dict(torch.load(directory / "optimizer.pt", map_location=device, weights_only=True))
+            scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
+            start_epoch = json.loads((directory / "state.json").read_text())["epoch"] + 1
+
+    tracker = None
+    if rank == 0 and loop_config.get("mlflow_run_id"):
+        from mlflow.tracking import MlflowClient
+
+        tracker = MlflowClient(tracking_uri=loop_config["tracking_uri"])
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    augmentation = AugmentationConfig()
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        model.train()
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 1009 + rank)
+        losses, slices = [], 0
+        for batch in train_shard.iter_torch_batches(
+            batch_size=config.batch_size, local_shuffle_buffer_size=4 * config.batch_size,
+            local_shuffle_seed=config.seed + epoch, drop_last=False,
+        ):
+            images = batch["image"].float().unsqueeze(1)
+            masks = batch["mask"].float().unsqueeze(1)
+            if config.augment:
+                images, masks = augment_batch(images, masks, generator, augmentation)
+            images = images.to(device).contiguous(memory_format=torch.channels_last)
+            masks = masks.to(device)
+            with autocast(device, use_bf16):
+                outputs = model(images)
+            loss = loss_fn(outputs, masks)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=5.0)
+            optimizer.step()
+            losses.append(loss.item())
+            slices += len(images)
+        scheduler.step()
+
+        counts = all_reduce_counts(validation_counts(model, val_shard.iter_torch_batches(batch_size=2 * config.batch_size), device, use_bf16), device)
+        metrics = depth_metrics(counts)
+        metrics |= {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "learning_rate": scheduler.get_last_lr()[0],
+            "train_slices_per_s": slices * context.get_world_size() / (time.perf_counter() - started),
+            "resumed_from_epoch": start_epoch,  # 0 for a fresh run; > 0 after a restart or rerun
+        }
+        if tracker is not None:
+            timestamp = int(time.time() * 1000)
+            from mlflow.entities import Metric
+
+            tracker.log_batch(
+                loop_config["mlflow_run_id"],
+                metrics=[Metric(k, float(v), timestamp, epoch) for k, v in metrics.items() if k != "epoch"],
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                save_checkpoint(Path(tmp), model, optimizer, scheduler, {"epoch": epoch, "metrics": metrics})
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+# ----------------------------------------------------------------------------------------------
+# The driver side
+# ----------------------------------------------------------------------------------------------
+
+
+def default_run_name(config: TrainConfig, dataset_checksum: str) -> str:
+    """Deterministic: the same data and settings give the same name, so a rerun resumes."""
+    return f"anunet-{dataset_checksum[:8]}-a{config.alpha:g}-g{config.gamma:g}-lr{config.learning_rate:g}-e{config.epochs}-w{config.num_workers}-s{config.seed}"
+
+
+def default_storage_path() -> Path:
+    return Path(os.environ.get("ANUNET_STORAGE", "anunet-workspace/ray_results")).resolve()
+
+
+def build_trainer(config: TrainConfig, datasets: dict | None = None, callbacks: list | None = None):
+    """The ``TorchTrainer`` of a run (not started)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    run_name = config.run_name
+    if run_name is None:
+        raise ValueError("build_trainer needs config.run_name (see default_run_name)")
+    storage = Path(config.storage_path) if config.storage_path else default_storage_path()
+    storage.mkdir(parents=True, exist_ok=True)
+    loop_config = {
+        "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "mlflow_run_id": config.mlflow_run_id,
+        "tracking_uri": config.tracking_uri,
+    }
+    return TorchTrainer(
+        train_func,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.num_workers,
+            use_gpu=config.use_gpu,
+            resources_per_worker={"CPU": config.cpus_per_worker} | ({"GPU": 1} if config.use_gpu else {}),
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
+        ),
+        datasets=datasets if datasets is not None else load_datasets(config.data),
+    )
+
+
+def open_mlflow_run(config: TrainConfig, run_name: str, dataset_checksum: str, summary) -> str:
+    """The MLflow run of ``run_name``: reopened when it exists (a resumed run), else created
+    with the run's parameters. Returns its id."""
+    from mlflow.tracking import MlflowClient
+
+    from anunet_platform.registry import ensure_experiment
+
+    client = MlflowClient(tracking_uri=config.tracking_uri)
+    experiment_id = ensure_experiment(config.experiment, uri=config.tracking_uri)
+    found = client.search_runs([experiment_id], filter_string=f"tags.ray_run_name = '{run_name}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=run_name, tags={"ray_run_name": run_name, "dataset": dataset_checksum})
+    params = {k: v for k, v in asdict(config).items() if k not in ("tracking_uri", "mlflow_run_id", "storage_path", "run_name")}
+    params |= {"organ": summary.organ, "modality": summary.modality, "input_size": summary.size, "dataset": dataset_checksum}
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, str(value))
+    return run.info.run_id
+
+
+def run_training(config: TrainConfig) -> TrainResult:
+    """Train (or resume) a run on the Ray cluster; with ``register``, register every depth."""
+    from anunet_platform import registry
+    from anunet_platform.cluster import init_ray
+
+    summary = read_summary(config.data)
+    for split in ("train", "val"):
+        split_files(config.data, split)
+    tracking = config.tracking_uri or registry.tracking_uri()
+    registry.check_tracking_server(tracking)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking)
+    run_name = config.run_name or default_run_name(config, summary.checksum)
+    config = replace(config, run_name=run_name, tracking_uri=tracking)
+    if config.mlflow_run_id is None:
+        config = replace(config, mlflow_run_id=open_mlflow_run(config, run_name, summary.checksum, summary))
+    init_ray()
+    logger.info("training %s on %d worker(s), MLflow run %s", run_name, config.num_workers, config.mlflow_run_id)
+    result = build_trainer(config).fit()
+    if result.error:
+        raise result.error
+    checkpoint_dir = Path(result.checkpoint.path)
+    state = json.loads((checkpoint_dir / "state.json").read_text())
+    train_result = TrainResult(
+        run_name=run_name,
+        checkpoint_path=str(checkpoint_dir),
+        metrics=state["metrics"],
+        mlflow_run_id=config.mlflow_run_id,
+        epochs_done=state["epoch"] + 1,
+    )
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=tracking).log_artifacts(config.mlflow_run_id, str(checkpoint_dir), "checkpoint")
+    if config.register:
+        model = load_model_weights(checkpoint_dir)
+        registered = registry.register_depths(
+            model, run_id=config.mlflow_run_id, organ=summary.organ, modality=summary.modality,
+            metrics=train_result.depth_metrics(), alpha=config.alpha, gamma=config.gamma,
+            dataset_checksum=summary.checksum, input_size=summary.size, uri=tracking,
+        )
+        train_result.registered = [asdict(r) if hasattr(r, "__dataclass_fields__") else dict(r) for r in registered]
+    print(format_depth_table(train_result))
+    return train_result
+
+
+def format_depth_table(result: TrainResult) -> str:
+    rows = [f"run {result.run_name} ({result.epochs_done} epochs)",
+            f"{'depth':>5} {'val Dice':>9} {'val IoU':>8} {'precision':>10} {'recall':>7}"]
+    for d, m in result.depth_metrics().items():
+        rows.append(f"{'L' + str(d):>5} {m['val_dice']:>9.4f} {m['val_iou']:>8.4f} {m['val_precision']:>10.4f} {m['val_recall']:>7.4f}")
+    return "\n".join(rows)
