@@ -63,6 +63,9 @@ class TrainConfig:
         tracking_uri: MLflow store (default: registry.tracking_uri()).
         mlflow_run_id: log into this existing MLflow run (the driver opens one if None).
         register: after training, register one model per depth in MLflow.
+        cache_data: decode the splits once into the object store before training (for
+            datasets that fit in memory: the workers then get every CPU, no input pipeline
+            runs beside them); otherwise they stream from Parquet every epoch.
     """
 
     data: Path
@@ -83,6 +86,7 @@ class TrainConfig:
     tracking_uri: str | None = None
     mlflow_run_id: str | None = None
     register: bool = False
+    cache_data: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data))
@@ -100,13 +104,15 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What a finished run leaves: its final metrics per depth and where the weights are."""
+    """What a finished run leaves: the metrics per depth of its best validated epoch (the one
+    registered) and where those weights are."""
 
     run_name: str
     checkpoint_path: str
     metrics: dict[str, float]
     mlflow_run_id: str | None
     epochs_done: int
+    best_epoch: int = 0
     registered: list[dict[str, Any]] = field(default_factory=list)
 
     def depth_metrics(self) -> dict[int, dict[str, float]]:
@@ -138,15 +144,16 @@ def split_files(data: Path, split: str) -> list[str]:
     return files
 
 
-def load_datasets(data: Path) -> dict[str, Any]:
-    """The train and val splits as Ray Datasets of decoded slices."""
+def load_datasets(data: Path, cache: bool = False) -> dict[str, Any]:
+    """The train and val splits as Ray Datasets of decoded slices (materialized if ``cache``)."""
     import ray
 
     read_summary(data)  # a clear error for a folder that is not a dataset
     datasets = {}
     for split in ("train", "val"):
         ds = ray.data.read_parquet(split_files(data, split), columns=["image", "mask", "size"])
-        datasets[split] = ds.map_batches(decode_batch, batch_format="numpy")
+        ds = ds.map_batches(decode_batch, batch_format="numpy")
+        datasets[split] = ds.materialize() if cache else ds
     return datasets
 
 
@@ -284,6 +291,13 @@ def train_func(loop_config: dict) -> None:
             "train_slices_per_s": slices * context.get_world_size() / (time.perf_counter() - started),
             "resumed_from_epoch": start_epoch,  # 0 for a fresh run; > 0 after a restart or rerun
         }
+        if rank == 0:
+            print(
+                f"epoch {epoch + 1}/{config.epochs}: loss {metrics['train_loss']:.4f}, "
+                f"{metrics['train_slices_per_s']:.1f} slices/s, val Dice L1-L4 "
+                + " ".join(f"{metrics[f'val_dice_L{d}']:.3f}" for d in DEPTHS),
+                flush=True,
+            )
         if tracker is not None:
             timestamp = int(time.time() * 1000)
             from mlflow.entities import Metric
@@ -341,10 +355,13 @@ def build_trainer(config: TrainConfig, datasets: dict | None = None, callbacks: 
             name=run_name,
             storage_path=str(storage),
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # keep the 2 best by validation Dice; Ray always keeps the latest as well (for resume)
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute="val_dice", checkpoint_score_order="max"
+            ),
             callbacks=callbacks,
         ),
-        datasets=datasets if datasets is not None else load_datasets(config.data),
+        datasets=datasets if datasets is not None else load_datasets(config.data, cache=config.cache_data),
     )
 
 
@@ -390,14 +407,19 @@ def run_training(config: TrainConfig) -> TrainResult:
     result = build_trainer(config).fit()
     if result.error:
         raise result.error
-    checkpoint_dir = Path(result.checkpoint.path)
+    # Register the epoch that validated best (the deepest head's Dice), not merely the last:
+    # with small batches the BatchNorm statistics of one epoch can be a bad draw.
+    best = result.get_best_checkpoint(metric="val_dice", mode="max") or result.checkpoint
+    checkpoint_dir = Path(best.path)
     state = json.loads((checkpoint_dir / "state.json").read_text())
+    latest = json.loads((Path(result.checkpoint.path) / "state.json").read_text())
     train_result = TrainResult(
         run_name=run_name,
         checkpoint_path=str(checkpoint_dir),
         metrics=state["metrics"],
         mlflow_run_id=config.mlflow_run_id,
-        epochs_done=state["epoch"] + 1,
+        epochs_done=latest["epoch"] + 1,
+        best_epoch=state["epoch"] + 1,
     )
     from mlflow.tracking import MlflowClient
 
@@ -415,7 +437,7 @@ def run_training(config: TrainConfig) -> TrainResult:
 
 
 def format_depth_table(result: TrainResult) -> str:
-    rows = [f"run {result.run_name} ({result.epochs_done} epochs)",
+    rows = [f"run {result.run_name}: {result.epochs_done} epochs, best validation at epoch {result.best_epoch}",
             f"{'depth':>5} {'val Dice':>9} {'val IoU':>8} {'precision':>10} {'recall':>7}"]
     for d, m in result.depth_metrics().items():
         rows.append(f"{'L' + str(d):>5} {m['val_dice']:>9.4f} {m['val_iou']:>8.4f} {m['val_precision']:>10.4f} {m['val_recall']:>7.4f}")

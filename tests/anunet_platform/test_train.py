@@ -103,7 +103,9 @@ def test_two_worker_run_registers_every_depth(dataset: Path, tmp_path: Path, tra
 
     # the same run name resumes: two more epochs continue from epoch 2, not from scratch
     resumed = run_training(config(dataset, tmp_path, epochs=4, run_name="two-workers"))
-    assert resumed.metrics["resumed_from_epoch"] == 2 and resumed.epochs_done == 4
+    latest = json.loads((sorted((tmp_path / "ray_results" / "two-workers").glob("checkpoint_*"))[-1] / "state.json").read_text())
+    assert latest["epoch"] == 3 and latest["metrics"]["resumed_from_epoch"] == 2 and resumed.epochs_done == 4
+    assert 1 <= resumed.best_epoch <= 4
     assert resumed.mlflow_run_id == result.mlflow_run_id
 
 

@@ -76,22 +76,27 @@ def test_ingest_of_an_empty_archive_is_one_line_and_exit_2(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_demo_runs_the_chain_end_to_end(tmp_path: Path) -> None:
-    """The main job, shrunk: synthetic archive -> Ray Data ingest -> training -> report."""
+def test_demo_runs_the_chain_end_to_end(tmp_path: Path, monkeypatch) -> None:
+    """The main job, shrunk: synthetic archive -> ingest -> Ray Train -> registry -> promote."""
     import json
 
     import ray
 
     from anunet_platform.demo import DemoConfig, run_demo
+    from anunet_platform.registry import load_registered
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     try:
-        report = run_demo(DemoConfig(workdir=tmp_path / "demo", cases=4, volume_shape=(64, 64, 16), size=64, epochs=2))
+        report = run_demo(DemoConfig(workdir=tmp_path / "demo", cases=4, volume_shape=(64, 64, 16), size=32, epochs=2))
     finally:
         ray.shutdown()
     assert [d.depth for d in report.depths] == [1, 2, 3, 4]
     assert [d.params for d in report.depths] == [103_812, 513_387, 2_191_829, 8_950_594]
+    assert [d.model for d in report.depths] == [f"anunet-liver-ct-L{d}" for d in (1, 2, 3, 4)]
     assert all(0.0 <= d.val_dice <= 1.0 and d.latency_ms_per_slice > 0 for d in report.depths)
-    assert report.losses[-1] < report.losses[0], "training must reduce the loss"
+    assert report.tracking_uri == f"sqlite:///{tmp_path / 'demo' / 'mlflow.db'}"
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
-    assert saved["dataset_checksum"] == report.dataset_checksum
-    assert (tmp_path / "demo" / "anunet.pt").is_file() and (tmp_path / "demo" / "dataset" / "summary.json").is_file()
+    assert saved["dataset_checksum"] == report.dataset_checksum and saved["mlflow_run_id"] == report.mlflow_run_id
+    model, version = load_registered("anunet-liver-ct-L2", alias="production", uri=report.tracking_uri)
+    assert model.depth == 2 and version.run_id == report.mlflow_run_id
+    assert (tmp_path / "demo" / "dataset" / "summary.json").is_file() and (tmp_path / "demo" / "ray_results").is_dir()
