@@ -101,26 +101,37 @@ def ingest_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_training_flags(parser: argparse.ArgumentParser, *, workers_required: bool, experiment: str) -> None:
+    """The flags training and tuning share: data, scale, batch, storage, MLflow, seed."""
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder written by jobs/ingest.py")
+    parser.add_argument(
+        "--num-workers", type=_positive_int, required=workers_required, default=None if workers_required else 1,
+        help="Ray Train workers (DDP ranks)" + ("" if workers_required else " per trial (default 1)"),
+    )
+    parser.add_argument("--cpus-per-worker", type=_positive_int, default=1, help="CPUs per worker (default 1)")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker: NCCL and bf16 autocast")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, help="slices per worker per step (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument(
+        "--storage-path", type=Path, default=None,
+        help="checkpoint storage (default ./anunet-workspace/ray_results; shared storage on a cluster)",
+    )
+    parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment (default {experiment})")
+
+
 def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobs/train.py",
         description="Train ANU-Net on an ingested dataset with Ray Train (DDP); optionally register every depth in MLflow.",
     )
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder written by jobs/ingest.py")
+    _add_training_flags(parser, workers_required=True, experiment="anunet")
     parser.add_argument("--epochs", type=_positive_int, required=True, help="passes over the training split")
-    parser.add_argument("--num-workers", type=_positive_int, required=True, help="Ray Train workers (DDP ranks)")
-    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker: NCCL and bf16 autocast")
-    parser.add_argument("--cpus-per-worker", type=_positive_int, default=1, help="CPUs per worker (default 1)")
     parser.add_argument("--alpha", type=_fraction, default=0.5, help="hybrid loss: weight of organ pixels (default 0.5)")
     parser.add_argument("--gamma", type=float, default=2.0, help="hybrid loss: focusing exponent (default 2.0)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam peak learning rate (default 1e-3)")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, help="slices per worker per step (default 8)")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="train without augmentation")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--run-name", default=None, help="run name; the same name resumes (default: derived from data and settings)")
-    parser.add_argument("--storage-path", type=Path, default=None, help="checkpoint storage (default ./anunet-workspace/ray_results; shared storage on a cluster)")
     parser.add_argument("--max-failures", type=int, default=2, help="restarts from the latest checkpoint after a worker failure (default 2)")
-    parser.add_argument("--experiment", default="anunet", help="MLflow experiment (default anunet)")
     parser.add_argument("--register", action="store_true", help="register one model per depth in MLflow (alias candidate)")
     return parser
 
@@ -130,18 +141,11 @@ def tune_parser() -> argparse.ArgumentParser:
         prog="jobs/tune.py",
         description="Tune the hybrid loss's alpha and gamma (and the learning rate) with Ray Tune + ASHA; each trial a TorchTrainer run.",
     )
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder written by jobs/ingest.py")
+    _add_training_flags(parser, workers_required=False, experiment="anunet-tune")
     parser.add_argument("--num-samples", type=_positive_int, required=True, help="trials (configurations) to try")
     parser.add_argument("--epochs", type=_positive_int, required=True, help="maximum epochs per trial")
-    parser.add_argument("--num-workers", type=_positive_int, default=1, help="Ray Train workers per trial (default 1)")
-    parser.add_argument("--cpus-per-worker", type=_positive_int, default=1, help="CPUs per worker (default 1)")
-    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, help="slices per worker per step (default 8)")
     parser.add_argument("--max-concurrent-trials", type=_positive_int, default=None, help="default: as many as the cluster fits")
     parser.add_argument("--name", default=None, help="experiment name; the same name resumes it")
-    parser.add_argument("--storage-path", type=Path, default=None, help="Tune/Train storage (shared storage on a cluster)")
-    parser.add_argument("--experiment", default="anunet-tune", help="MLflow experiment (default anunet-tune)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
     parser.add_argument("--register", action="store_true", help="retrain the best config and register every depth")
     return parser
 
@@ -167,6 +171,33 @@ def promote_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobs/evaluate.py",
+        description=(
+            "Score segmentation masks (OUT/masks/<case_id>.nii.gz) against a labelled archive: per-case Dice, IoU, "
+            "precision, recall and HD95, printed as in the paper's Tables 2-5 and written as Parquet and CSV."
+        ),
+    )
+    parser.add_argument("--pred", type=Path, required=True, help="the segment job's --out folder (holding masks/)")
+    parser.add_argument("--labels", type=Path, required=True, help="labelled archive (any layout ingest reads)")
+    parser.add_argument("--organ", choices=ORGANS, required=True, help="organ the masks segment")
+    parser.add_argument(
+        "--modality", type=_modality, default=None, help="CT or MR (optional: checked against DICOM tags and layouts)"
+    )
+    parser.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto", help="archive layout (default auto)")
+    parser.add_argument(
+        "--label-values",
+        type=_label_values,
+        default=None,
+        help="label values forming the organ, e.g. 5 (TotalSegmentator liver); default: the layout's",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where evaluation.parquet and evaluation.csv go (default: --pred)"
+    )
+    return parser
+
+
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "make_synthetic": make_synthetic_parser,
     "ingest": ingest_parser,
@@ -174,6 +205,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "tune": tune_parser,
     "demo": demo_parser,
     "promote": promote_parser,
+    "evaluate": evaluate_parser,
 }
 
 

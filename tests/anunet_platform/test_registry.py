@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +26,11 @@ import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
-from torch import nn
 
 from anunet_core import ANUNet
 from anunet_platform import registry
 from anunet_platform.registry import RegistryError
+from testkit import free_port, randomize_batchnorm, running_mlflow_server
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
@@ -44,21 +41,6 @@ NAMES = {
     "kidney": [f"anunet-kidney-mr-L{d}" for d in range(1, 5)],
 }
 _URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-
-
-def randomize_batchnorm(model: nn.Module, seed: int) -> nn.Module:
-    """Non-trivial BatchNorm statistics and affine parameters (a fresh BatchNorm is the
-    identity in eval mode), as after training. Same idea as tests/anunet_core/conftest.py."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(n, generator=generator) - 0.5)
-    return model
 
 
 def trained_like(seed: int) -> ANUNet:
@@ -393,14 +375,8 @@ def test_production_depths_falls_back_to_the_newest_version(store: Store, client
 # ----------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_tracking_server_fails_fast() -> None:
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     start = time.perf_counter()
     with pytest.raises(RegistryError) as info:
         registry.check_tracking_server(uri)
@@ -418,30 +394,7 @@ def test_local_stores_need_no_check(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_register_and_load_through_a_real_mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _reset_mlflow_uri(monkeypatch)
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-            "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1",
-        ],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "mlflow server did not come up"
-            time.sleep(0.5)
-
+    with running_mlflow_server(tmp_path) as uri:
         registry.check_tracking_server(uri)
         experiment_id = registry.ensure_experiment("anunet-server-test", uri=uri)
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -459,11 +412,3 @@ def test_register_and_load_through_a_real_mlflow_server(tmp_path: Path, monkeypa
         with torch.no_grad():
             torch.testing.assert_close(network(x)[-1], model(x, depth=3)[-1], atol=1e-5, rtol=0)
         assert any((tmp_path / "artifacts").rglob("model.pt2")), "artifacts went through the server's proxy"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server's own process group (start_new_session)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
-        log.close()

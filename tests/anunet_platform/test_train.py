@@ -103,7 +103,8 @@ def test_two_worker_run_registers_every_depth(dataset: Path, tmp_path: Path, tra
 
     # the same run name resumes: two more epochs continue from epoch 2, not from scratch
     resumed = run_training(config(dataset, tmp_path, epochs=4, run_name="two-workers"))
-    latest = json.loads((sorted((tmp_path / "ray_results" / "two-workers").glob("checkpoint_*"))[-1] / "state.json").read_text())
+    checkpoints = sorted(p for p in (tmp_path / "ray_results" / "two-workers").glob("checkpoint_*") if p.is_dir())
+    latest = json.loads((checkpoints[-1] / "state.json").read_text())
     assert latest["epoch"] == 3 and latest["metrics"]["resumed_from_epoch"] == 2 and resumed.epochs_done == 4
     assert 1 <= resumed.best_epoch <= 4
     assert resumed.mlflow_run_id == result.mlflow_run_id
@@ -150,3 +151,18 @@ def test_killed_worker_is_replaced_and_training_resumes_from_checkpoint(dataset:
     assert result.metrics["epoch"] == 3
     assert result.metrics["resumed_from_epoch"] >= 1, "the replacement group must start from the checkpoint"
     assert set(_train_worker_pids()).isdisjoint(victims[-1:])
+
+
+def test_unreachable_tracking_server_fails_fast_and_clearly(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    import socket
+
+    from anunet_platform.registry import RegistryError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again once the block ends
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    started = time.time()
+    with pytest.raises(RegistryError, match="unreachable"):
+        run_training(config(dataset, tmp_path))
+    assert time.time() - started < 20

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from anunet_platform.tune import SearchConfig, max_concurrent_trials
+from testkit import running_mlflow_server
 
 
 def search(**kwargs) -> SearchConfig:
@@ -50,38 +45,10 @@ def test_bad_search_config_is_refused(kwargs, message) -> None:
         search(**kwargs)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def mlflow_server(tmp_path: Path):
-    """A real `mlflow server` on 127.0.0.1 (SQLite backend), stopped by its own process."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.time() > deadline or process.poll() is not None:
-                    raise RuntimeError("mlflow server did not start")
-                time.sleep(0.5)
+    with running_mlflow_server(tmp_path) as uri:
         yield uri
-    finally:
-        os.killpg(process.pid, 15)  # its own process group only
-        process.wait(timeout=30)
 
 
 @pytest.mark.slow
