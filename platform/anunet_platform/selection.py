@@ -1,0 +1,267 @@
+"""Choosing the pruning depth: per-depth validation metrics + a policy -> one depth.
+
+Section 3.5 of the ANU-Net paper: "Selecting the extent of model pruning is weighed by
+evaluating the performance and inference time of the four sub-networks during validation."
+This module is that judgement as a pure function (no Ray, no MLflow, no I/O, no logging: the
+caller logs the choice and records it in its manifest).
+
+Policies (:class:`DepthPolicy`), one rule each:
+
+- **override** (``depth=1..4``, ``--depth N``): that depth, whatever the metrics say (they are
+  not even read, so a depth with a missing ``val_dice`` tag can still be forced). An explicit
+  depth wins over a latency budget given at the same time; the reason says the budget was
+  ignored. The depth must be among the candidates (registered).
+- **latency budget** (``latency_budget_ms``, ``--latency-budget-ms``): among the depths whose
+  ``latency_ms_per_slice <= budget``, the one with the best ``val_dice``; equal Dice -> the
+  smaller depth. No depth within the budget -> :class:`ValueError` naming the fastest depth's
+  latency. ``max_dice_drop`` plays no part here.
+- **default** (Dice drop, ``--max-dice-drop``, default 0.01): the smallest depth whose
+  ``val_dice >= best_val_dice - max_dice_drop``. Exactly at the threshold counts as within (a
+  1e-9 slack absorbs float rounding, e.g. ``0.9061 - 0.01 = 0.8961000000000001``).
+  ``max_dice_drop=0`` picks the best depth (the smallest among equal bests).
+
+Bad input is a :class:`ValueError` with one line: no candidates, two candidates of one depth,
+a depth outside 1..4, a NaN/out-of-range ``val_dice`` (policies that read it), a NaN or
+negative latency (the latency policy).
+
+Example::
+
+    >>> cands = [DepthCandidate(4, 0.9061, 9.1), DepthCandidate(2, 0.9010, 4.0),
+    ...          DepthCandidate(1, 0.8200, 2.5), DepthCandidate(3, 0.9050, 6.0)]
+    >>> choose_depth(cands, DepthPolicy()).depth
+    2
+    >>> choose_depth(cands, DepthPolicy(latency_budget_ms=3.0)).depth
+    1
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "DEPTHS",
+    "DepthCandidate",
+    "DepthChoice",
+    "DepthPolicy",
+    "candidates_from_registry",
+    "choose_depth",
+]
+
+DEPTHS: tuple[int, ...] = (1, 2, 3, 4)
+DEFAULT_MAX_DICE_DROP = 0.01
+_THRESHOLD_SLACK = 1e-9  # float rounding at the Dice threshold: "exactly within" stays within
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_depth(depth: object, what: str) -> int:
+    if not _is_int(depth) or depth not in DEPTHS:
+        raise ValueError(f"{what} must be one of 1..{DEPTHS[-1]}, got {depth!r}")
+    return int(depth)
+
+
+def _as_float(value: object, what: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class DepthPolicy:
+    """How to choose the depth (see the module docstring for the rules).
+
+    Attributes:
+        depth: explicit depth 1..4 (overrides everything else), or None to choose.
+        max_dice_drop: default policy: how much validation Dice (0..1, absolute) the chosen
+            depth may lose against the best depth. Default 0.01.
+        latency_budget_ms: per-slice latency budget in ms; when set (and no ``depth``), the best
+            depth within it is chosen instead of the Dice-drop rule.
+    """
+
+    depth: int | None = None
+    max_dice_drop: float = DEFAULT_MAX_DICE_DROP
+    latency_budget_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.depth is not None:
+            object.__setattr__(self, "depth", _check_depth(self.depth, "depth"))
+        drop = _as_float(self.max_dice_drop, "max_dice_drop")
+        if not (math.isfinite(drop) and 0.0 <= drop <= 1.0):
+            raise ValueError(f"max_dice_drop must be within [0, 1] (a Dice difference), got {self.max_dice_drop!r}")
+        object.__setattr__(self, "max_dice_drop", drop)
+        if self.latency_budget_ms is not None:
+            budget = _as_float(self.latency_budget_ms, "latency_budget_ms")
+            if not (math.isfinite(budget) and budget > 0.0):
+                raise ValueError(f"latency_budget_ms must be a positive number of ms per slice, got {self.latency_budget_ms!r}")
+            object.__setattr__(self, "latency_budget_ms", budget)
+
+    @classmethod
+    def from_flags(
+        cls,
+        depth: str | int | None = "auto",
+        max_dice_drop: float = DEFAULT_MAX_DICE_DROP,
+        latency_budget_ms: float | None = None,
+    ) -> DepthPolicy:
+        """The policy of the segment job's flags: ``--depth auto|1..4`` (``"auto"``/None: choose),
+        ``--max-dice-drop``, ``--latency-budget-ms``."""
+        if depth is None or (isinstance(depth, str) and depth.strip().lower() == "auto"):
+            chosen = None
+        elif isinstance(depth, str):
+            try:
+                chosen = int(depth.strip())
+            except ValueError:
+                raise ValueError(f"depth must be 'auto' or one of 1..{DEPTHS[-1]}, got {depth!r}") from None
+        else:
+            chosen = depth
+        return cls(depth=chosen, max_dice_drop=max_dice_drop, latency_budget_ms=latency_budget_ms)
+
+    def describe(self) -> str:
+        """One line: the rule this policy applies."""
+        if self.depth is not None:
+            return f"fixed depth L{self.depth}"
+        if self.latency_budget_ms is not None:
+            return f"best validation Dice within {self.latency_budget_ms:g} ms/slice"
+        return f"smallest depth within {self.max_dice_drop:.3f} of the best validation Dice"
+
+
+@dataclass(frozen=True)
+class DepthCandidate:
+    """One registered depth and what the registry knows of it (NaN when a tag is missing)."""
+
+    depth: int
+    val_dice: float
+    latency_ms_per_slice: float
+    params: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depth", _check_depth(self.depth, "DepthCandidate.depth"))
+        object.__setattr__(self, "val_dice", _as_float(self.val_dice, f"val_dice of L{self.depth}"))
+        object.__setattr__(
+            self, "latency_ms_per_slice", _as_float(self.latency_ms_per_slice, f"latency_ms_per_slice of L{self.depth}")
+        )
+
+
+@dataclass(frozen=True)
+class DepthChoice:
+    """The chosen depth and why (one line, for the log and the manifest)."""
+
+    depth: int
+    reason: str
+
+
+def _check_candidates(candidates: Iterable[DepthCandidate]) -> list[DepthCandidate]:
+    cands = list(candidates)
+    if not cands:
+        raise ValueError("no depth candidates to choose from (is any depth of the model registered?)")
+    seen: dict[int, int] = {}
+    for c in cands:
+        if not isinstance(c, DepthCandidate):
+            raise TypeError(f"candidates must be DepthCandidate, got {type(c).__name__}")
+        seen[c.depth] = seen.get(c.depth, 0) + 1
+    duplicates = sorted(d for d, n in seen.items() if n > 1)
+    if duplicates:
+        raise ValueError(f"several candidates for depth {', '.join(f'L{d}' for d in duplicates)}: one per depth expected")
+    return sorted(cands, key=lambda c: c.depth)
+
+
+def _check_dice(cands: Sequence[DepthCandidate]) -> None:
+    bad = [c for c in cands if not (math.isfinite(c.val_dice) and 0.0 <= c.val_dice <= 1.0)]
+    if bad:
+        listing = ", ".join(f"L{c.depth} {c.val_dice!r}" for c in bad)
+        raise ValueError(f"validation Dice must be a number in [0, 1] for every depth (missing val_dice tag?): {listing}")
+
+
+def _check_latency(cands: Sequence[DepthCandidate]) -> None:
+    bad = [c for c in cands if not (math.isfinite(c.latency_ms_per_slice) and c.latency_ms_per_slice >= 0.0)]
+    if bad:
+        listing = ", ".join(f"L{c.depth} {c.latency_ms_per_slice!r}" for c in bad)
+        raise ValueError(
+            f"latency_ms_per_slice must be a non-negative number for every depth (missing tag?): {listing}"
+        )
+
+
+def choose_depth(candidates: Sequence[DepthCandidate], policy: DepthPolicy | None = None) -> DepthChoice:
+    """The depth ``policy`` picks among ``candidates`` (any order), with a one-line reason.
+
+    See the module docstring for the rules; bad candidates or an impossible budget raise
+    :class:`ValueError` (one line).
+    """
+    policy = DepthPolicy() if policy is None else policy
+    if not isinstance(policy, DepthPolicy):
+        raise TypeError(f"policy must be a DepthPolicy, got {type(policy).__name__}")
+    cands = _check_candidates(candidates)
+    available = ", ".join(f"L{c.depth}" for c in cands)
+
+    if policy.depth is not None:
+        by_depth = {c.depth: c for c in cands}
+        if policy.depth not in by_depth:
+            raise ValueError(f"depth L{policy.depth} was asked for but is not registered (available: {available})")
+        chosen = by_depth[policy.depth]
+        dice = f"validation Dice {chosen.val_dice:.4f}" if math.isfinite(chosen.val_dice) else "validation Dice unknown"
+        ignored = (
+            f"; the latency budget of {policy.latency_budget_ms:g} ms/slice is ignored"
+            if policy.latency_budget_ms is not None
+            else ""
+        )
+        return DepthChoice(policy.depth, f"L{policy.depth}: fixed by the depth override ({dice}){ignored}")
+
+    _check_dice(cands)
+    if policy.latency_budget_ms is not None:
+        _check_latency(cands)
+        budget = policy.latency_budget_ms
+        fits = [c for c in cands if c.latency_ms_per_slice <= budget]
+        if not fits:
+            fastest = min(cands, key=lambda c: (c.latency_ms_per_slice, c.depth))
+            raise ValueError(
+                f"no depth fits the latency budget of {budget:g} ms/slice: the fastest, L{fastest.depth}, "
+                f"takes {fastest.latency_ms_per_slice:.3f} ms/slice"
+            )
+        chosen = max(fits, key=lambda c: (c.val_dice, -c.depth))
+        within = ", ".join(f"L{c.depth}" for c in fits)
+        return DepthChoice(
+            chosen.depth,
+            f"L{chosen.depth}: best validation Dice ({chosen.val_dice:.4f}) among the depths within the latency "
+            f"budget of {budget:g} ms/slice ({within}; L{chosen.depth} {chosen.latency_ms_per_slice:.3f} ms/slice)",
+        )
+
+    best = max(cands, key=lambda c: (c.val_dice, -c.depth))
+    threshold = best.val_dice - policy.max_dice_drop
+    chosen = next(c for c in cands if c.val_dice >= threshold - _THRESHOLD_SLACK)  # sorted: smallest first
+    values = f"L{best.depth} {best.val_dice:.4f}"
+    if chosen.depth != best.depth:
+        values += f"; L{chosen.depth} {chosen.val_dice:.4f}"
+    return DepthChoice(
+        chosen.depth,
+        f"L{chosen.depth}: smallest depth within {policy.max_dice_drop:.3f} of the best validation Dice ({values})",
+    )
+
+
+def candidates_from_registry(depths: Mapping[int, object]) -> list[DepthCandidate]:
+    """``registry.production_depths(...)`` -> candidates, sorted by depth.
+
+    Duck-typed on ``.depth``, ``.val_dice``, ``.latency_ms_per_slice`` and ``.params`` (the
+    :class:`~anunet_platform.registry.RegisteredDepth` properties; a missing tag reads as NaN
+    and is refused later by :func:`choose_depth` when the policy needs it). A key that differs
+    from its entry's depth is a :class:`ValueError`.
+    """
+    out = []
+    for key, entry in sorted(depths.items()):
+        try:
+            depth, val_dice = entry.depth, entry.val_dice
+            latency, params = entry.latency_ms_per_slice, entry.params
+        except AttributeError as exc:
+            raise ValueError(f"registry entry for depth {key!r} lacks {exc.name or 'a field'}") from None
+        except (TypeError, ValueError) as exc:  # a tag that is not a number
+            raise ValueError(f"registry entry for depth {key!r} has a bad tag: {' '.join(str(exc).split())}") from None
+        if depth != key:
+            raise ValueError(f"registry entry under depth {key!r} is for depth {depth!r}")
+        out.append(DepthCandidate(depth=depth, val_dice=val_dice, latency_ms_per_slice=latency, params=int(params)))
+    return out
