@@ -110,6 +110,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 from scipy import ndimage
 
+from anunet_core.atomic import write_atomic
+
 __all__ = [
     "CHAOS_CODES",
     "CT_IMAGE_STORAGE",
@@ -975,18 +977,8 @@ def _temp_name(name: str) -> str:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(_temp_name(path.name))
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Write ``data`` to ``path`` atomically (:func:`anunet_core.atomic.write_atomic`)."""
+    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 class _AtomicDir:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +46,8 @@ import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+
+from anunet_core.atomic import write_atomic
 
 __all__ = [
     "MODALITIES",
@@ -685,13 +686,4 @@ def write_mask(mask: np.ndarray, reference: Volume, path: str | os.PathLike) -> 
     img.set_sform(reference.affine, code=1)
     img.set_qform(reference.affine, code=1)
     img.header.set_xyzt_units("mm")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp{suffix}")
-    try:
-        nib.save(img, str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: nib.save(img, str(tmp)))

@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ import torch
 
 from anunet_core import metrics
 from anunet_core.archives import Case, default_label_values, discover_cases, load_case
+from anunet_core.atomic import write_atomic
 from anunet_core.preprocessing import validate_organ
 from anunet_core.volumes import Volume, read_label_nifti
 
@@ -359,23 +359,14 @@ def rows_to_table(rows: Sequence[CaseEvaluation]) -> pa.Table:
     return pa.Table.from_pylist([asdict(r) for r in rows], schema=EVALUATION_SCHEMA)
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_evaluation(rows: Sequence[CaseEvaluation], out: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``evaluation.parquet`` and ``evaluation.csv`` into ``out`` (created), atomically."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = rows_to_table(rows)
     parquet, csv = out / PARQUET_FILE, out / CSV_FILE
-    _atomic(parquet, lambda tmp: pq.write_table(table, tmp))
-    _atomic(csv, lambda tmp: pacsv.write_csv(table, tmp))
+    write_atomic(parquet, lambda tmp: pq.write_table(table, tmp))
+    write_atomic(csv, lambda tmp: pacsv.write_csv(table, tmp))
     return parquet, csv
 
 

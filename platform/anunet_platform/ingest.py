@@ -41,7 +41,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from anunet_core.archives import LAYOUTS, Case, case_checksum, default_label_values, discover_cases, load_case
+from anunet_core.archives import (
+    LAYOUTS,
+    Case,
+    case_checksum,
+    default_label_values,
+    discover_cases,
+    load_case,
+)
+from anunet_core.atomic import write_atomic
 from anunet_core.preprocessing import (
     DEFAULT_SIZE,
     ORGANS,
@@ -253,16 +261,6 @@ def _one_line(exc: BaseException) -> str:
     return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
 
 
-def _write_table_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def case_slices(case: Case, split: str, config: IngestConfig) -> tuple[pa.Table, CaseResult]:
     """Read, align, preprocess and select the slices of one case; raises on bad input."""
     start = time.perf_counter()
@@ -317,7 +315,7 @@ def ingest_case(case: Case, split: str, config: IngestConfig, staging: Path) -> 
     """Write the shard of one case into ``staging/<split>/``; never raises for bad input."""
     try:
         table, result = case_slices(case, split, config)
-        _write_table_atomic(table, staging / split / f"{case.case_id}.parquet")
+        write_atomic(staging / split / f"{case.case_id}.parquet", lambda tmp: pq.write_table(table, tmp))
         return result
     except Exception as exc:  # noqa: BLE001 - any failure of one case is that case's error row
         return CaseResult(
@@ -385,9 +383,7 @@ def summarise(results: Sequence[CaseResult], config: IngestConfig, layout: str, 
 
 
 def write_json_atomic(data: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
 def run_ingest(config: IngestConfig) -> DatasetSummary:

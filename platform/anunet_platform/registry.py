@@ -140,20 +140,27 @@ def tracking_uri(workspace: Path | None = None) -> str:
     return _use(uri)
 
 
-def _use(uri: str) -> str:
-    """Make ``uri`` MLflow's tracking and registry URI in this process; leave ``os.environ`` be."""
-    import mlflow
-
-    saved = {name: os.environ.get(name) for name in _URI_ENV}
+@contextlib.contextmanager
+def _environ_restored(names) -> Iterator[None]:
+    """Put the environment variables ``names`` back as they were when the block ends."""
+    saved = {name: os.environ.get(name) for name in names}
     try:
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _use(uri: str) -> str:
+    """Make ``uri`` MLflow's tracking and registry URI in this process; leave ``os.environ`` be."""
+    import mlflow
+
+    with _environ_restored(_URI_ENV):
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
     return uri
 
 
@@ -206,18 +213,12 @@ def check_tracking_server(uri: str) -> None:
     from mlflow import MlflowClient
 
     overrides = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(CHECK_TIMEOUT_S)}
-    saved = {name: os.environ.get(name) for name in overrides}
-    os.environ.update(overrides)
-    try:
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not usable"; say why in one line
-        raise RegistryError(f"MLflow tracking server at {uri} is unreachable: {_network_reason(exc)}") from None
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with _environ_restored(overrides):
+        os.environ.update(overrides)
+        try:
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not usable"; say why in one line
+            raise RegistryError(f"MLflow tracking server at {uri} is unreachable: {_network_reason(exc)}") from None
 
 
 def ensure_experiment(name: str, uri: str | None = None) -> str:
@@ -288,7 +289,9 @@ def measure_latency_ms(model: ANUNet, depth: int, input_size: int, batch: int = 
 def tradeoff_figure(rows: Sequence[RegisteredDepth], title: str = ""):
     """The per-depth trade-off chart (the paper's Fig. 13): x latency (ms/slice), y
     validation Dice, bubble area proportional to parameters, labelled ``L{d}`` + params."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state (Agg)
+    from matplotlib.figure import (
+        Figure,  # no pyplot: no global backend or figure state (Agg)
+    )
 
     fig = Figure(figsize=(6.4, 4.8), dpi=100)
     ax = fig.add_subplot()
