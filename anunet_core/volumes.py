@@ -41,6 +41,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -48,6 +49,9 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from anunet_core.atomic import write_atomic
+
+if TYPE_CHECKING:  # preprocessing imports this module
+    from anunet_core.preprocessing import SliceGeometry
 
 __all__ = [
     "MODALITIES",
@@ -658,10 +662,21 @@ def align_label_to_image(
     return np.ascontiguousarray(out)
 
 
-def write_mask(mask: np.ndarray, reference: Volume, path: str | os.PathLike) -> Path:
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    """Volume of one voxel in mL (1 mL = 1000 mm^3) of a voxel -> mm ``affine`` (4x4)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got shape {affine.shape}")
+    return float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+
+
+def write_mask(mask: np.ndarray, reference: Volume | SliceGeometry, path: str | os.PathLike) -> Path:
     """Write ``mask`` as a uint8 NIfTI with ``reference``'s exact shape and affine.
 
-    ``mask`` must have ``reference.shape`` and integer/bool values in 0..255. The sform and
+    ``reference`` is the source :class:`Volume`, or the
+    :class:`~anunet_core.preprocessing.SliceGeometry` recorded when it was preprocessed (which
+    keeps its shape and affine, so the pixels need not stay in memory). ``mask`` must have the
+    reference's shape and integer/bool values in 0..255. The sform and
     qform are both set to the reference's affine with code 1 (scanner); the sform holds it
     exactly (float32), the qform its nearest rigid form. The write is atomic: a temporary file
     in the same folder, then ``os.replace``. Parent folders are created. Returns the path.
@@ -670,20 +685,21 @@ def write_mask(mask: np.ndarray, reference: Volume, path: str | os.PathLike) -> 
     if not _is_nifti_name(path):
         raise ValueError(f"{path}: mask path must end with .nii.gz or .nii")
     mask = np.asarray(mask)
-    if mask.shape != reference.shape:
-        raise ValueError(
-            f"mask shape {_fmt_shape(mask.shape)} differs from reference "
-            f"{reference.case_id} shape {_fmt_shape(reference.shape)}"
-        )
+    if isinstance(reference, Volume):
+        shape, affine, what = reference.shape, reference.affine, f"reference {reference.case_id}"
+    else:
+        shape, affine, what = tuple(reference.original_shape), reference.affine, "the preprocessed scan's"
+    if mask.shape != tuple(shape):
+        raise ValueError(f"mask shape {_fmt_shape(mask.shape)} differs from {what} shape {_fmt_shape(shape)}")
     if mask.dtype != np.uint8:
         if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == np.bool_):
             raise TypeError(f"mask must be bool or integer (threshold first), got {mask.dtype}")
         if mask.size and (mask.min() < 0 or mask.max() > 255):
             raise ValueError("mask values must be within 0..255")
         mask = mask.astype(np.uint8)
-    img = nib.Nifti1Image(np.ascontiguousarray(mask), reference.affine)
+    img = nib.Nifti1Image(np.ascontiguousarray(mask), affine)
     img.set_data_dtype(np.uint8)
-    img.set_sform(reference.affine, code=1)
-    img.set_qform(reference.affine, code=1)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
     img.header.set_xyzt_units("mm")
     return write_atomic(path, lambda tmp: nib.save(img, str(tmp)))

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from anunet_core.archives import discover_cases, load_case
 from anunet_core.preprocessing import preprocess_label, preprocess_volume
 from anunet_core.synthetic import make_archive
 from anunet_platform.ingest import select_slices
+from benchkit import run_with_peak_rss
 
 SHAPE = (256, 256, 96)  # voxels; with SPACING a 384 x 384 x 240 mm field of view
 SPACING = (1.5, 1.5, 2.5)
@@ -59,31 +58,7 @@ def bare_loop(archive: Path, size: int) -> tuple[int, float]:
 
 def ingest_in_subprocess(archive: Path, out: Path, size: int) -> tuple[dict, float]:
     """Run ingest in a fresh process; returns its result and the peak RSS (bytes) of its tree."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", INGEST_CHILD, str(archive), str(out), str(size)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        root = psutil.Process(process.pid)
-        while not done.is_set():
-            try:
-                tree = [root, *root.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, _ = process.communicate()
-    done.set()
-    sampler.join()
-    if process.returncode != 0:
-        raise RuntimeError(f"ingest subprocess failed with exit code {process.returncode}")
+    stdout, peak = run_with_peak_rss([sys.executable, "-c", INGEST_CHILD, str(archive), str(out), str(size)])
     line = next(l for l in stdout.splitlines() if l.startswith("RESULT "))
     return json.loads(line[len("RESULT "):]), peak
 

@@ -150,6 +150,62 @@ def tune_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _depth_flag(value: str) -> str:
+    text = value.strip().lower()
+    if text == "auto" or (text.isdigit() and 1 <= int(text) <= 4):
+        return text
+    raise argparse.ArgumentTypeError(f"must be auto or one of 1..4, got {value!r}")
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0.0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return number
+
+
+def segment_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobs/segment.py",
+        description=(
+            "Segment every scan of an archive (NIfTI files, DICOM series; labels not needed) with the registered "
+            "ANU-Net at an automatically chosen pruning depth, on a Ray Data actor pool. Writes OUT/masks/<case_id>.nii.gz "
+            "in each scan's own geometry, OUT/previews/<case_id>.png and OUT/manifest.parquet; a rerun skips the cases "
+            "already done with the same model version."
+        ),
+    )
+    parser.add_argument("--archive", type=Path, required=True, help="archive folder (any layout ingest reads)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (masks/, previews/, manifest.parquet)")
+    parser.add_argument(
+        "--model", required=True,
+        help="registered model family, e.g. anunet-liver-ct (the models anunet-liver-ct-L1..L4)",
+    )
+    parser.add_argument("--depth", type=_depth_flag, default="auto", help="auto (default) or a fixed depth 1..4")
+    parser.add_argument(
+        "--max-dice-drop", type=_fraction, default=0.01,
+        help="auto: the smallest depth whose validation Dice is within this of the best depth's (default 0.01)",
+    )
+    parser.add_argument(
+        "--latency-budget-ms", type=_positive_float, default=None,
+        help="auto: instead, the best validation Dice among depths within this CPU latency (ms per slice)",
+    )
+    parser.add_argument("--alias", default="production", help="registry alias to use (default production; else the newest versions)")
+    parser.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto", help="archive layout (default auto)")
+    parser.add_argument("--batch-size", type=_positive_int, default=16, help="slices per model forward (default 16)")
+    parser.add_argument("--use-gpu", action="store_true", help="GPU actors (one GPU each, bf16 autocast); default CPU actors")
+    parser.add_argument(
+        "--num-actors", type=_positive_int, default=None,
+        help="model actors (default: one per GPU with --use-gpu, else as many as the CPUs allow)",
+    )
+    parser.add_argument(
+        "--cpus-per-actor", type=_positive_int, default=None,
+        help="CPUs (and torch threads) per CPU actor (default: the node's CPUs minus one for reading, at least 1)",
+    )
+    parser.add_argument("--no-previews", dest="previews", action="store_false", help="skip the preview PNGs")
+    parser.add_argument("--recompute", action="store_true", help="redo cases already done with the same model version")
+    return parser
+
+
 def demo_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobs/demo.py",
@@ -203,6 +259,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "ingest": ingest_parser,
     "train": train_parser,
     "tune": tune_parser,
+    "segment": segment_parser,
     "demo": demo_parser,
     "promote": promote_parser,
     "evaluate": evaluate_parser,

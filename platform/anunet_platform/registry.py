@@ -260,6 +260,22 @@ def registered_model_name(organ: str, modality: str, depth: int) -> str:
     return f"anunet-{organ_l}-{modality_l}-L{depth}"
 
 
+_FAMILY_PATTERN = re.compile(r"^anunet-(?P<organ>[a-z0-9_]+)-(?P<modality>ct|mr)(?:-L(?P<depth>[0-9]+))?$")
+
+
+def parse_model_family(name: str) -> tuple[str, str, int | None]:
+    """``(organ, modality, depth)`` of a family name ``anunet-{organ}-{modality}`` (depth None)
+    or of one registered name ``anunet-{organ}-{modality}-L{depth}``, e.g.
+    ``parse_model_family("anunet-liver-ct") == ("liver", "CT", None)``."""
+    match = _FAMILY_PATTERN.fullmatch(str(name).strip())
+    if match is None or (match["depth"] is not None and int(match["depth"]) not in DEPTHS):
+        raise RegistryError(
+            f"model must be a family name like 'anunet-liver-ct' (or one depth, 'anunet-liver-ct-L2'), got {name!r}"
+        )
+    depth = None if match["depth"] is None else int(match["depth"])
+    return match["organ"], match["modality"].upper(), depth
+
+
 def _family(organ: str, modality: str) -> str:
     """``anunet-{organ}-{modality}``: the registered names without ``-L{depth}``."""
     return registered_model_name(organ, modality, 1).rsplit("-L", 1)[0]
@@ -672,6 +688,7 @@ __all__ = [
     "ensure_experiment",
     "load_registered",
     "measure_latency_ms",
+    "parse_model_family",
     "production_depths",
     "promote",
     "register_depths",

@@ -1,0 +1,135 @@
+"""Nightly segmentation speed and memory, measured side by side in one run.
+
+1. For each depth: slices/s of the whole segment job (Ray Data: read + preprocess tasks, the
+   model actor pool, restore + mask + preview writing; Ray already running and its workers
+   warm, as on a cluster) against the bare model forward on the same preprocessed slices in
+   one process (the same fast path, precision and batch size, all cores, nothing else).
+   Target: the job at >= 70% of the bare forward.
+2. Peak resident memory of the whole job process tree (driver, raylet, workers, actors),
+   sampled every 0.1 s, for an archive of N scans and one of 4N, each job in a fresh process
+   starting its own local Ray: streaming keeps it flat.
+
+The model is a freshly initialised ANU-Net registered per depth in a throwaway SQLite MLflow
+store (speed does not depend on the weights).
+
+    python benchmarks/bench_segment.py [--cases 4] [--size 256] [--batch-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from anunet_core import ANUNet, optimize_for_inference
+from anunet_core.archives import discover_cases, load_case
+from anunet_core.preprocessing import preprocess_volume
+from anunet_core.synthetic import make_archive
+from anunet_platform import registry
+from anunet_platform.precision import autocast
+from anunet_platform.segment import SegmentConfig, run_segmentation
+from benchkit import run_with_peak_rss
+
+SHAPE = (256, 256, 48)  # voxels per scan; 48 axial slices
+SPACING = (1.5, 1.5, 2.5)
+JOB = Path(__file__).resolve().parents[1] / "jobs" / "segment.py"
+
+
+def register_untrained(uri: str, size: int) -> None:
+    """Register every depth of a seeded, untrained ANU-Net as anunet-liver-ct-L1..L4 (production)."""
+    import mlflow
+
+    torch.manual_seed(0)
+    model = ANUNet().eval()
+    run_id = mlflow.MlflowClient(uri).create_run(registry.ensure_experiment("bench-segment", uri)).info.run_id
+    metrics = {d: {"val_dice": 0.80 + 0.01 * d, "val_iou": 0.70 + 0.01 * d} for d in registry.DEPTHS}
+    registry.register_depths(
+        model, run_id=run_id, organ="liver", modality="CT", metrics=metrics, alpha=0.5, gamma=2.0,
+        dataset_checksum="bench", input_size=size, uri=uri,
+    )
+    registry.promote(run_id, uri=uri)
+
+
+def bare_forward_rate(archive: Path, depth: int, size: int, batch_size: int) -> tuple[int, float]:
+    """The registered depth's fast path on the archive's preprocessed slices (read and
+    preprocessed beforehand, not timed), in batches: (slices, slices/s)."""
+    network, _ = registry.load_registered(registry.registered_model_name("liver", "CT", depth))
+    net = optimize_for_inference(network, depth)
+    torch.set_num_threads(psutil.cpu_count(logical=True))
+    volumes = [preprocess_volume(load_case(c, "liver", "CT", with_label=False)[0], size)[0] for c in discover_cases(archive)]
+    slices = torch.from_numpy(np.concatenate(volumes)).half().float()[:, None]  # as the job: float16 slices
+    device = torch.device("cpu")
+    with autocast(device):
+        net(slices[:batch_size])  # warm-up: oneDNN primitives for this shape
+        start = time.perf_counter()
+        for i in range(0, len(slices), batch_size):
+            torch.sigmoid(net(slices[i : i + batch_size])[-1].float())
+        seconds = time.perf_counter() - start
+    return len(slices), len(slices) / seconds
+
+
+def job_peak_memory(archive: Path, out: Path, uri: str, batch_size: int) -> tuple[dict, int]:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, RAY_ADDRESS="")
+    stdout, peak = run_with_peak_rss(
+        [sys.executable, str(JOB), "--archive", str(archive), "--out", str(out), "--model", "anunet-liver-ct",
+         "--depth", "1", "--batch-size", str(batch_size)],
+        env=env,
+    )
+    return json.loads((out / "summary.json").read_text()), peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=4, help="N: scans of the small archive (default 4)")
+    parser.add_argument("--size", type=int, default=256, help="model input side (default 256)")
+    parser.add_argument("--batch-size", type=int, default=16, help="slices per forward (default 16)")
+    parser.add_argument("--depths", default="1,2,3,4", help="depths to measure (default 1,2,3,4)")
+    args = parser.parse_args()
+    depths = [int(d) for d in args.depths.split(",")]
+
+    import ray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        uri = f"sqlite:///{work / 'mlflow.db'}"
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        small, large, warm = work / "small", work / "large", work / "warm"
+        make_archive(warm, cases=1, modality="CT", fmt="nifti", seed=9, shape=(64, 64, 8))
+        make_archive(small, cases=args.cases, modality="CT", fmt="nifti", seed=1, shape=SHAPE, spacing=SPACING)
+        make_archive(large, cases=4 * args.cases, modality="CT", fmt="nifti", seed=1, shape=SHAPE, spacing=SPACING)
+        register_untrained(uri, args.size)
+
+        rows = []
+        ray.init(logging_level="ERROR")
+        for depth in depths:
+            slices, bare = bare_forward_rate(small, depth, args.size, args.batch_size)
+            common = dict(model="anunet-liver-ct", depth=depth, batch_size=args.batch_size, tracking_uri=uri)
+            run_segmentation(SegmentConfig(archive=warm, out=work / f"warm-L{depth}", **common))  # actors, imports
+            summary = run_segmentation(SegmentConfig(archive=small, out=work / f"out-L{depth}", **common))
+            assert summary.ok == args.cases and summary.slices == slices, summary
+            rows.append((depth, slices, bare, summary.slices_per_second))
+        ray.shutdown()
+
+        (small_summary, peak_small) = job_peak_memory(small, work / "mem-small", uri, args.batch_size)
+        (large_summary, peak_large) = job_peak_memory(large, work / "mem-large", uri, args.batch_size)
+        assert small_summary["ok"] == args.cases and large_summary["ok"] == 4 * args.cases
+
+    print(f"segment benchmark: {args.cases} synthetic CT scans of {SHAPE} voxels, model input {args.size}x{args.size}, "
+          f"batch {args.batch_size}, {psutil.cpu_count()} CPUs, bf16 autocast where fast")
+    print(f"{'depth':>5} {'slices':>6} {'bare forward (slices/s)':>24} {'segment job (slices/s)':>23} {'job / bare':>10}")
+    for depth, slices, bare, job in rows:
+        print(f"{'L' + str(depth):>5} {slices:>6} {bare:>24.2f} {job:>23.2f} {job / bare:>9.0%}")
+    print(f"peak memory of the job's process tree (L1): N={args.cases} scans: {peak_small / 2**20:.0f} MiB, "
+          f"4N={4 * args.cases}: {peak_large / 2**20:.0f} MiB  (4N / N = {peak_large / peak_small:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
