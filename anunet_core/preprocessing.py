@@ -301,11 +301,16 @@ def preprocess_volume(
         ``(slices, geometry)``: ``slices`` float32 ``(K, size, size)`` in ``OUTPUT_RANGE``
         (``[0, 1]``), K axial slices ordered inferior -> superior, radiological view;
         ``geometry`` the record :func:`restore_mask` and :func:`preprocess_label` need.
+
+    Non-finite voxels (NaN, inf) read as background (see :func:`normalize_intensity`); a scan
+    with no finite voxel at all raises ``ValueError``.
     """
     if int(size) < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     size = int(size)
     array = np.asarray(volume.array)
+    if array.size and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).any():
+        raise ValueError(f"{volume.case_id}: the scan has no finite voxel (all NaN or infinite)")
     ornt = io_orientation(volume.affine)
     normalised, window, pct = normalize_intensity(array, volume.modality)
     view = _to_view(normalised, ornt)

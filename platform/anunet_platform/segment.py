@@ -306,8 +306,6 @@ def read_case(row: dict[str, Any], organ: str, modality: str, size: int) -> dict
     try:
         volume, _ = load_case(Case.from_dict(row), organ=organ, modality=modality, with_label=False)
         slices, geometry = preprocess_volume(volume, size=size)
-        if not np.isfinite(slices).all():
-            raise ValueError(f"{row['image']}: preprocessing produced non-finite values (NaN in the scan?)")
         out.update(
             slices=slices.astype(_SLICE_DTYPE).tobytes(),
             num_slices=int(slices.shape[0]),

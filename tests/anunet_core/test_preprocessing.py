@@ -128,6 +128,14 @@ def test_intensity_degenerate_inputs(modality):
         normalize_intensity(const, "PET")
 
 
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_scan_without_a_finite_voxel_is_refused(modality: str, value: float) -> None:
+    volume = Volume(np.full((8, 8, 3), value, np.float32), np.eye(4), modality, case_id="broken")
+    with pytest.raises(ValueError, match="broken: the scan has no finite voxel"):
+        preprocess_volume(volume, size=8)
+
+
 # ----------------------------------------------------------------------------------------------
 # Geometry record
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,371 @@
+"""The nightly segmentation job: its policies without Ray, then end to end with a model trained here."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from anunet_core.archives import discover_cases
+from anunet_core.preprocessing import PREPROCESSING_VERSION
+from anunet_core.synthetic import make_archive
+from anunet_core.volumes import read_volume, voxel_volume_ml
+from anunet_platform import registry
+from anunet_platform.evaluate import evaluate, summarize
+from anunet_platform.segment import (
+    MANIFEST_SCHEMA,
+    ActorPlan,
+    SegmentConfig,
+    SegmentError,
+    image_signature,
+    is_done,
+    model_uri,
+    plan_actors,
+    run_segmentation,
+)
+from anunet_platform.selection import DepthPolicy, candidates_from_registry, choose_depth
+
+REPO = Path(__file__).resolve().parents[2]
+REAL = REPO.parent / "shared" / "data" / "real"
+CONTRACT_COLUMNS = ["case_id", "source", "status", "error", "depth", "model_version", "organ_voxels", "organ_ml", "seconds"]
+SIZE = 64  # model input of the model trained here
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure policies (no Ray, no MLflow)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "node_cpus,cluster_cpus,gpus,use_gpu,num_actors,cpus_per_actor,expected",
+    [
+        (2, 2, 0, False, None, None, ActorPlan(1, 1.5, 0.0, 2)),  # laptop: half a CPU kept for reading
+        (16, 16, 0, False, None, None, ActorPlan(3, 4.0, 0.0, 4)),  # big node: 4-CPU actors, 1 CPU for I/O
+        (16, 64, 0, False, None, None, ActorPlan(15, 4.0, 0.0, 4)),  # four such nodes
+        (8, 8, 0, False, 2, 2, ActorPlan(2, 2.0, 0.0, 2)),  # explicit flags win
+        (16, 16, 4, True, None, None, ActorPlan(4, 1.0, 1.0, 1)),  # one actor per GPU
+        (16, 16, 4, True, 2, 3, ActorPlan(2, 3.0, 1.0, 3)),
+    ],
+)
+def test_plan_actors(node_cpus, cluster_cpus, gpus, use_gpu, num_actors, cpus_per_actor, expected) -> None:
+    assert plan_actors(node_cpus, cluster_cpus, gpus, use_gpu, num_actors, cpus_per_actor) == expected
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ((16, 16, 0, True, None, None), "has no GPU"),
+        ((16, 16, 2, True, 3, None), "needs 3 GPUs"),
+        ((4, 4, 0, False, None, 8), "exceeds the largest node"),
+        ((4, 4, 0, False, 3, 2), "exceed the cluster"),
+        ((0, 0, 0, False, None, None), "no CPU"),
+    ],
+)
+def test_plan_actors_refuses_what_cannot_fit(args, message: str) -> None:
+    with pytest.raises(SegmentError, match=message):
+        plan_actors(*args)
+
+
+def test_image_signature_follows_the_files_not_their_place(tmp_path: Path) -> None:
+    make_archive(tmp_path / "a", cases=1, modality="CT", fmt="dicom", seed=0, shape=(16, 16, 4))
+    case = discover_cases(tmp_path / "a")[0]
+    first = image_signature(case)
+    assert first == image_signature(case) and len(first) == 64
+    one = sorted(case.image.iterdir())[0]
+    os.utime(one, ns=(one.stat().st_atime_ns, one.stat().st_mtime_ns + 10**9))
+    assert image_signature(case) != first, "a replaced slice changes the signature"
+
+
+def test_is_done_needs_same_model_preprocessing_source_and_the_mask(tmp_path: Path) -> None:
+    mask = tmp_path / "m.nii.gz"
+    mask.write_bytes(b"x")
+    record = {"status": "ok", "model_version": "models:/anunet-liver-ct-L2/3", "signature": "s",
+              "preprocessing_version": PREPROCESSING_VERSION}
+    assert is_done(record, "models:/anunet-liver-ct-L2/3", "s", mask)
+    assert not is_done(None, "models:/anunet-liver-ct-L2/3", "s", mask)
+    assert not is_done(record | {"status": "failed"}, "models:/anunet-liver-ct-L2/3", "s", mask)
+    assert not is_done(record, "models:/anunet-liver-ct-L2/4", "s", mask), "a new model version redoes the case"
+    assert not is_done(record, "models:/anunet-liver-ct-L2/3", "other", mask), "a changed scan is redone"
+    assert not is_done(record | {"preprocessing_version": "old"}, "models:/anunet-liver-ct-L2/3", "s", mask)
+    assert not is_done(record, "models:/anunet-liver-ct-L2/3", "s", tmp_path / "gone.nii.gz")
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [("anunet-liver-ct", ("liver", "CT", None)), ("anunet-kidney-mr", ("kidney", "MR", None)),
+     ("anunet-spleen-ct-L3", ("spleen", "CT", 3))],
+)
+def test_parse_model_family(name: str, expected) -> None:
+    assert registry.parse_model_family(name) == expected
+
+
+@pytest.mark.parametrize("name", ["liver-ct", "anunet-liver-pet", "anunet-liver-ct-L5", "anunet-Liver-CT", ""])
+def test_parse_model_family_refuses(name: str) -> None:
+    with pytest.raises(registry.RegistryError, match="family name like"):
+        registry.parse_model_family(name)
+
+
+def test_manifest_schema_starts_with_the_contract() -> None:
+    assert MANIFEST_SCHEMA.names[: len(CONTRACT_COLUMNS)] == CONTRACT_COLUMNS
+    assert model_uri("anunet-liver-ct-L2", "7") == "models:/anunet-liver-ct-L2/7"
+
+
+# ----------------------------------------------------------------------------------------------
+# End to end: a model trained in this module, a real local Ray cluster, a real SQLite MLflow
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """Ray (3 logical CPUs), a SQLite MLflow store and anunet-liver-ct-L1..L4 trained on synthetic
+    CT and promoted; the same weights also as anunet-liver-mr-L1 (no alias) for the MR scan."""
+    import ray
+
+    from anunet_platform.ingest import IngestConfig, run_ingest
+    from anunet_platform.train import TrainConfig, run_training
+
+    root = tmp_path_factory.mktemp("segment")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR")
+    try:
+        make_archive(root / "train", cases=6, modality="CT", fmt="nifti", seed=11, shape=(64, 64, 16))
+        run_ingest(IngestConfig(source=root / "train", out=root / "dataset", organ="liver", modality="CT", size=SIZE))
+        result = run_training(
+            TrainConfig(data=root / "dataset", epochs=4, num_workers=1, cpus_per_worker=2, batch_size=8,
+                        learning_rate=2e-3, storage_path=root / "ray_results", tracking_uri=uri, register=True,
+                        cache_data=True, experiment="segment-test")
+        )
+        registry.promote(result.mlflow_run_id, uri=uri)
+        network, _ = registry.load_registered("anunet-liver-ct-L1", uri=uri)
+        tags = registry.production_depths("liver", "CT", uri=uri)[1].tags
+        registry.register_depths(
+            network, run_id=result.mlflow_run_id, organ="liver", modality="MR", depths=[1],
+            metrics={1: {"val_dice": float(tags["val_dice"]), "val_iou": float(tags["val_iou"])}}, alpha=0.5, gamma=2.0, dataset_checksum="test",
+            input_size=SIZE, alias="", uri=uri,
+        )
+        yield {"root": root, "uri": uri}
+    finally:
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def segment(trained, archive: Path, out: Path, **kwargs):
+    return run_segmentation(SegmentConfig(archive=archive, out=out, model="anunet-liver-ct", tracking_uri=trained["uri"],
+                                          **kwargs))
+
+
+def manifest(out: Path) -> list[dict]:
+    return pq.read_table(out / "manifest.parquet").to_pylist()
+
+
+def assert_same_geometry(mask_path: Path, source) -> np.ndarray:
+    """The mask is uint8 0/1 on the source's exact voxel grid; returns its array."""
+    image = nib.load(mask_path)
+    data = np.asarray(image.dataobj)
+    assert image.get_data_dtype() == np.uint8 and data.shape == source.shape
+    assert set(np.unique(data)) <= {0, 1}
+    assert np.allclose(image.affine, source.affine, atol=1e-4), (image.affine, source.affine)
+    return data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["nifti", "dicom"])
+def test_segments_every_case_in_its_source_geometry(trained, tmp_path: Path, fmt: str) -> None:
+    archive = tmp_path / "incoming"
+    make_archive(archive, cases=3, modality="CT", fmt=fmt, seed=21, shape=(64, 64, 16))
+    summary = segment(trained, archive, tmp_path / "out")
+    out = tmp_path / "out"
+
+    depths = registry.production_depths("liver", "CT", uri=trained["uri"])
+    expected = choose_depth(candidates_from_registry(depths), DepthPolicy())
+    assert (summary.ok, summary.failed, summary.skipped, summary.depth) == (3, 0, 0, expected.depth)
+    assert summary.slices == 3 * 16 and summary.slices_per_second > 0
+    rows = manifest(out)
+    table = pq.read_table(out / "manifest.parquet")
+    assert table.schema.names[: len(CONTRACT_COLUMNS)] == CONTRACT_COLUMNS
+    assert table.schema.metadata[b"depth_reason"].decode() == expected.reason
+    version = depths[expected.depth].version
+    for row, case in zip(rows, discover_cases(archive), strict=True):
+        source = read_volume(case.image, modality="CT")
+        data = assert_same_geometry(out / "masks" / f"{case.case_id}.nii.gz", source)
+        assert row["case_id"] == case.case_id and row["status"] == "ok" and row["error"] is None
+        assert row["depth"] == expected.depth and row["depth_reason"] == expected.reason
+        assert row["model_version"] == f"models:/anunet-liver-ct-L{expected.depth}/{version}"
+        assert row["organ_voxels"] == int(data.sum()) > 0
+        assert row["organ_ml"] == pytest.approx(data.sum() * voxel_volume_ml(source.affine))
+        assert row["source"] == os.path.relpath(case.image, archive) and row["seconds"] > 0
+        with Image.open(out / "previews" / f"{case.case_id}.png") as preview:
+            assert preview.size == (3 * SIZE, SIZE)
+    scores = summarize(evaluate(out, archive, organ="liver", modality="CT"))
+    assert scores["ok"] == 3 and scores["dice"] > 0.5, scores
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["ok"] == 3 and saved["depth"] == expected.depth and saved["model_version"] == row["model_version"]
+
+
+@pytest.mark.slow
+def test_rerun_skips_what_is_done_and_redoes_what_changed(trained, tmp_path: Path) -> None:
+    archive, out = tmp_path / "incoming", tmp_path / "out"
+    make_archive(archive, cases=3, modality="CT", fmt="nifti", seed=22, shape=(64, 64, 16))
+    first = segment(trained, archive, out, depth=1)
+    assert first.ok == 3
+    masks = {p.name: p.stat().st_mtime_ns for p in (out / "masks").iterdir()}
+    before = {r["case_id"]: r for r in manifest(out)}
+
+    again = segment(trained, archive, out, depth=1)
+    assert (again.ok, again.skipped, again.actors) == (0, 3, 0), "nothing to do: no actor pool started"
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "masks").iterdir()} == masks
+    for row in manifest(out):
+        assert row["status"] == "skipped" and row["organ_ml"] == before[row["case_id"]]["organ_ml"]
+
+    replaced = archive / "case_0001" / "image.nii.gz"
+    os.utime(replaced, ns=(replaced.stat().st_atime_ns, replaced.stat().st_mtime_ns + 10**9))
+    changed = segment(trained, archive, out, depth=1)
+    assert {r["case_id"]: r["status"] for r in manifest(out)} == {
+        "case_0000": "skipped", "case_0001": "ok", "case_0002": "skipped"}
+    assert changed.ok == 1
+
+    other_model = segment(trained, archive, out, depth=2)
+    assert other_model.ok == 3 and {r["model_version"] for r in manifest(out)} == {
+        model_uri("anunet-liver-ct-L2", registry.production_depths("liver", "CT", uri=trained["uri"])[2].version)}
+    assert segment(trained, archive, out, depth=2, recompute=True).ok == 3
+
+
+def _write_nifti(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.diag([1.5, 1.5, 3.0, 1.0])), str(path))
+
+
+@pytest.mark.slow
+def test_bad_scans_are_failed_rows_and_the_rest_goes_on(trained, tmp_path: Path) -> None:
+    archive, out = tmp_path / "incoming", tmp_path / "out"
+    make_archive(archive, cases=1, modality="CT", fmt="nifti", seed=23, shape=(64, 64, 16), layout="pairs")
+    good = (archive / "case_0000" / "image.nii.gz").read_bytes()
+    (archive / "truncated").mkdir()
+    (archive / "truncated" / "image.nii.gz").write_bytes(good[: len(good) // 3])
+    (archive / "garbage").mkdir()
+    (archive / "garbage" / "image.nii.gz").write_bytes(gzip.compress(b"not a nifti at all" * 100))
+    _write_nifti(archive / "four-d" / "image.nii.gz", np.zeros((16, 16, 4, 2), np.int16))
+    nan = np.full((32, 32, 8), np.nan, np.float32)
+    _write_nifti(archive / "nan" / "image.nii.gz", nan)
+
+    summary = segment(trained, archive, out, depth=1)
+    rows = {r["case_id"]: r for r in manifest(out)}
+    assert rows["case_0000"]["status"] == "ok" and (summary.ok, summary.failed) == (1, 4)
+    for case_id in ("truncated", "garbage", "four-d", "nan"):
+        row = rows[case_id]
+        assert row["status"] == "failed" and row["error"] and "\n" not in row["error"], row
+        assert row["organ_ml"] is None and not (out / "masks" / f"{case_id}.nii.gz").exists()
+    assert "image.nii.gz" in rows["truncated"]["error"]
+    assert "no finite voxel" in rows["nan"]["error"], rows["nan"]["error"]
+
+    rerun = segment(trained, archive, out, depth=1)
+    assert (rerun.skipped, rerun.failed) == (1, 4), "failed cases are tried again, done ones are not"
+
+    only_bad = tmp_path / "only-bad"
+    (only_bad / "garbage").mkdir(parents=True)
+    (only_bad / "garbage" / "image.nii.gz").write_bytes(b"\x00" * 400)
+    with pytest.raises(SegmentError, match="no case of .* could be segmented"):
+        segment(trained, only_bad, tmp_path / "out-bad", depth=1)
+    assert manifest(tmp_path / "out-bad")[0]["status"] == "failed", "the manifest is written even then"
+
+
+def _job(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "jobs" / "segment.py"), *args], cwd=REPO, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True, **kwargs,
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_run_rerun_finishes_only_the_rest(trained, tmp_path: Path) -> None:
+    import ray
+
+    archive, out = tmp_path / "incoming", tmp_path / "out"
+    make_archive(archive, cases=8, modality="CT", fmt="nifti", seed=24, shape=(96, 96, 48))
+    env = dict(os.environ, MLFLOW_TRACKING_URI=trained["uri"], RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+    job = _job("--archive", str(archive), "--out", str(out), "--model", "anunet-liver-ct", "--depth", "4",
+               "--batch-size", "4", "--num-actors", "1", env=env)
+    records = out / "records"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and job.poll() is None:
+        if records.is_dir() and any(records.glob("*.json")):
+            break
+        time.sleep(0.05)
+    assert job.poll() is None, f"the job ended before it could be killed: {job.communicate()}"
+    os.killpg(job.pid, signal.SIGKILL)  # the driver and anything it spawned; the cluster stays
+    job.wait(timeout=60)
+    done = {p.stem for p in records.glob("*.json")}
+    assert 1 <= len(done) < 8 and not (out / "manifest.parquet").exists()
+    mtimes = {c: (out / "masks" / f"{c}.nii.gz").stat().st_mtime_ns for c in done}
+
+    rerun = _job("--archive", str(archive), "--out", str(out), "--model", "anunet-liver-ct", "--depth", "4", env=env)
+    stdout, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, stderr[-3000:]
+    rows = {r["case_id"]: r for r in manifest(out)}
+    assert {c for c, r in rows.items() if r["status"] == "skipped"} == done
+    assert {c for c, r in rows.items() if r["status"] == "ok"} == {f"case_{i:04d}" for i in range(8)} - done
+    assert {c: (out / "masks" / f"{c}.nii.gz").stat().st_mtime_ns for c in done} == mtimes, "done masks untouched"
+    assert f"8 cases in {archive}: {8 - len(done)} to segment, {len(done)} already done" in stdout
+    assert "skipped of 8 cases" in stdout
+
+
+def _real(name: str) -> Path:
+    path = REAL / name
+    if not path.is_dir():
+        pytest.skip(f"real test data not found at {path} (a clone without ../shared/data/real)")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder,model,modality", [("totalseg-ct-dicom", "anunet-liver-ct", "CT"),
+                                                   ("totalseg-mr", "anunet-liver-mr", "MR")])
+def test_real_scans_round_trip_their_geometry(trained, tmp_path: Path, folder: str, model: str, modality: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    archive = _real(folder)
+    out = tmp_path / "out"
+    summary = run_segmentation(SegmentConfig(archive=archive, out=out, model=model, depth=1, tracking_uri=trained["uri"]))
+    assert summary.ok == 1
+    case = discover_cases(archive)[0]
+    source = read_volume(case.image, modality=modality)
+    assert_same_geometry(out / "masks" / f"{case.case_id}.nii.gz", source)
+    if modality == "MR":
+        assert "has no alias 'production'; using its newest version" in caplog.text
+
+
+def test_job_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for args, message in [
+        (["--archive", str(tmp_path / "empty"), "--model", "anunet-liver-ct"], "no cases found"),
+        (["--archive", str(tmp_path / "missing"), "--model", "anunet-liver-ct"], "is not a folder"),
+    ]:
+        job = _job(*args, "--out", str(tmp_path / "out"), env=env)
+        _, stderr = job.communicate(timeout=120)
+        assert job.returncode == 2 and stderr.strip().count("\n") == 0, stderr
+        assert stderr.startswith("jobs/segment.py: error:") and message in stderr
+
+
+def test_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
+    make_archive(tmp_path / "a", cases=1, modality="CT", fmt="nifti", seed=0, shape=(16, 16, 4))
+    config = SegmentConfig(archive=tmp_path / "a", out=tmp_path / "out", model="anunet-spleen-ct",
+                           tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(registry.RegistryError, match="no registered versions of anunet-spleen-ct"):
+        run_segmentation(config)
+    with pytest.raises(registry.RegistryError, match="family name like"):
+        run_segmentation(SegmentConfig(archive=tmp_path / "a", out=tmp_path / "out", model="liver"))
