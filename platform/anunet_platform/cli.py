@@ -209,11 +209,17 @@ def segment_parser() -> argparse.ArgumentParser:
 def demo_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobs/demo.py",
-        description="The whole chain on synthetic data, locally: archive -> ingest -> train -> report.",
+        description=(
+            "The whole chain on synthetic data: archive -> ingest -> train -> register -> promote -> nightly "
+            "segmentation of new scans -> evaluation. Locally, or on a cluster with ray job submit."
+        ),
     )
     parser.add_argument(
         "--workdir", type=Path, default=Path("anunet-demo"), help="where everything is written (default ./anunet-demo)"
     )
+    parser.add_argument("--cases", type=_positive_int, default=10, help="training cases (default 10)")
+    parser.add_argument("--epochs", type=_positive_int, default=12, help="training epochs (default 12)")
+    parser.add_argument("--size", type=_positive_int, default=128, help="slice side (default 128; the paper's 256 is slower)")
     return parser
 
 

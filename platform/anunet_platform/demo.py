@@ -5,9 +5,11 @@ Stages, each the same platform call a user's job makes:
     make_archive (synthetic CT) -> run_ingest (Ray Data, Parquet split by patient)
     -> run_training (Ray Train, register=True: one MLflow model per depth, alias candidate)
     -> promote (alias production) -> a per-depth report in the paper's Table 6 form
+    -> run_segmentation of new scans (the nightly job, depth auto) -> run_evaluate of its masks
 
-Everything lands under ``--workdir``: ``archive/``, ``dataset/``, ``ray_results/`` and the
-MLflow store ``mlflow.db`` (unless ``MLFLOW_TRACKING_URI`` points elsewhere).
+Everything lands under ``--workdir``: ``archive/``, ``dataset/``, ``ray_results/``,
+``incoming/`` (the new scans), ``segmentations/`` (masks, previews, manifest, evaluation) and
+the MLflow store ``mlflow.db`` (unless ``MLFLOW_TRACKING_URI`` points elsewhere).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from pathlib import Path
 
 from anunet_core.synthetic import make_archive
 from anunet_platform import registry
+from anunet_platform.evaluate import run_evaluate, summarize
 from anunet_platform.ingest import IngestConfig, run_ingest
+from anunet_platform.segment import SegmentConfig, run_segmentation
 from anunet_platform.train import TrainConfig, run_training
 
 
@@ -36,6 +40,7 @@ class DemoConfig:
     batch_size: int = 8
     learning_rate: float = 2e-3
     seed: int = 0
+    incoming_cases: int = 3  # new scans for the nightly job (another seed: patients never seen)
 
 
 @dataclass
@@ -57,6 +62,11 @@ class DemoReport:
     tracking_uri: str
     epochs: int
     depths: list[DepthReport] = field(default_factory=list)
+    segment_depth: int = 0
+    segment_reason: str = ""
+    segmented_cases: int = 0
+    segment_slices_per_second: float = 0.0
+    incoming_dice: float | None = None
     seconds: float = 0.0
 
     def table(self) -> str:
@@ -73,18 +83,19 @@ def run_demo(config: DemoConfig) -> DemoReport:
     start = time.perf_counter()
     workdir = config.workdir.resolve()
     archive, dataset = workdir / "archive", workdir / "dataset"
+    incoming, segmentations = workdir / "incoming", workdir / "segmentations"
     tracking = registry.tracking_uri(workspace=workdir)
 
-    print(f"[1/4] synthetic CT archive: {config.cases} cases -> {archive}", flush=True)
+    print(f"[1/5] synthetic CT archive: {config.cases} cases -> {archive}", flush=True)
     if not any(archive.glob("case_*")):
         make_archive(archive, cases=config.cases, modality="CT", fmt="nifti", seed=config.seed, shape=config.volume_shape)
 
-    print(f"[2/4] ingest with Ray Data -> {dataset}", flush=True)
+    print(f"[2/5] ingest with Ray Data -> {dataset}", flush=True)
     summary = run_ingest(
         IngestConfig(source=archive, out=dataset, organ="liver", modality="CT", size=config.size, seed=config.seed, overwrite=True)
     )
 
-    print(f"[3/4] train with Ray Train for {config.epochs} epochs and register every depth", flush=True)
+    print(f"[3/5] train with Ray Train for {config.epochs} epochs and register every depth", flush=True)
     result = run_training(
         TrainConfig(
             data=dataset, epochs=config.epochs, num_workers=1, cpus_per_worker=os.cpu_count() or 1,
@@ -94,7 +105,7 @@ def run_demo(config: DemoConfig) -> DemoReport:
         )
     )
 
-    print("[4/4] promote the run's four versions to production", flush=True)
+    print("[4/5] promote the run's four versions to production", flush=True)
     registry.promote(result.mlflow_run_id, uri=tracking)
     report = DemoReport(str(workdir), summary.checksum, result.mlflow_run_id, tracking, result.epochs_done)
     for depth, version in sorted(registry.production_depths("liver", "CT", uri=tracking).items()):
@@ -105,14 +116,33 @@ def run_demo(config: DemoConfig) -> DemoReport:
                 latency_ms_per_slice=version.latency_ms_per_slice,
             )
         )
+
+    print(f"[5/5] segment {config.incoming_cases} new scans with the nightly job (depth auto) and score them", flush=True)
+    if not any(incoming.glob("case_*")):
+        make_archive(
+            incoming, cases=config.incoming_cases, modality="CT", fmt="nifti", seed=config.seed + 1000,
+            shape=config.volume_shape,
+        )
+    segmented = run_segmentation(
+        SegmentConfig(archive=incoming, out=segmentations, model="anunet-liver-ct", tracking_uri=tracking)
+    )
+    scores = summarize(run_evaluate(segmentations, incoming, organ="liver", modality="CT"))
+    report.segment_depth, report.segment_reason = segmented.depth, segmented.depth_reason
+    report.segmented_cases = segmented.ok + segmented.skipped
+    report.segment_slices_per_second = segmented.slices_per_second
+    report.incoming_dice = scores["dice"]
     report.seconds = time.perf_counter() - start
     (workdir / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     print()
     print(report.table())
+    dice = "n/a" if report.incoming_dice is None else f"{report.incoming_dice:.4f}"
+    print(f"\nnightly job on {report.segmented_cases} new scans: L{report.segment_depth} ({report.segment_reason}); "
+          f"mean Dice {dice}")
     db = tracking.removeprefix("sqlite:///")
     print(f"\ndone in {report.seconds:.0f} s. Where to look:")
     print(f"  MLflow UI:   mlflow ui --backend-store-uri {tracking}" if tracking.startswith("sqlite") else f"  MLflow:      {tracking}")
     print(f"  dataset:     {dataset} (summary.json, errors.json)")
     print(f"  checkpoints: {workdir / 'ray_results'}")
+    print(f"  masks:       {segmentations / 'masks'} (previews/, manifest.parquet, evaluation.csv beside)")
     print(f"  report:      {workdir / 'report.json'}" + ("" if not tracking.startswith("sqlite") else f"   (MLflow store {db})"))
     return report

@@ -35,6 +35,11 @@ def test_every_job_has_help_and_a_parser(job: str) -> None:
         ("ingest", ["--source", "A", "--out", "D", "--organ", "kidney", "--modality", "MR", "--layout", "chaos", "--label-values", "2,3", "--size", "128"]),
         ("demo", []),
         ("demo", ["--workdir", "W"]),
+        ("demo", ["--workdir", "W", "--cases", "4", "--epochs", "1", "--size", "32"]),
+        ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct"]),
+        ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--depth", "auto", "--max-dice-drop", "0.01"]),
+        ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-kidney-mr", "--depth", "3", "--use-gpu", "--batch-size", "64"]),
+        ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--latency-budget-ms", "20", "--num-actors", "2"]),
     ],
 )
 def test_design_contract_flags_parse(job: str, argv: list[str]) -> None:
@@ -48,6 +53,12 @@ def test_design_contract_flags_parse(job: str, argv: list[str]) -> None:
         ("make_synthetic", ["--out", "D", "--cases", "2", "--modality", "PET", "--format", "nifti"]),
         ("ingest", ["--source", "A", "--out", "D", "--organ", "heart", "--modality", "CT"]),
         ("ingest", ["--source", "A", "--out", "D", "--organ", "liver", "--modality", "CT", "--label-values", "x"]),
+        ("segment", ["--archive", "A", "--out", "O"]),
+        ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--depth", "5"]),
+        ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--depth", "0"]),
+        ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--max-dice-drop", "1.5"]),
+        ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--latency-budget-ms", "0"]),
+        ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--batch-size", "0"]),
     ],
 )
 def test_bad_flags_are_refused(job: str, argv: list[str]) -> None:
@@ -100,3 +111,12 @@ def test_demo_runs_the_chain_end_to_end(tmp_path: Path, monkeypatch) -> None:
     model, version = load_registered("anunet-liver-ct-L2", alias="production", uri=report.tracking_uri)
     assert model.depth == 2 and version.run_id == report.mlflow_run_id
     assert (tmp_path / "demo" / "dataset" / "summary.json").is_file() and (tmp_path / "demo" / "ray_results").is_dir()
+    # the nightly job on the new scans, at the depth the policy chose, and their evaluation
+    import pyarrow.parquet as pq
+
+    manifest = pq.read_table(tmp_path / "demo" / "segmentations" / "manifest.parquet").to_pylist()
+    assert [r["status"] for r in manifest] == ["ok"] * 3 and report.segmented_cases == 3
+    assert {r["depth"] for r in manifest} == {report.segment_depth} and 1 <= report.segment_depth <= 4
+    assert {r["model_version"] for r in manifest} == {f"models:/anunet-liver-ct-L{report.segment_depth}/1"}
+    assert report.incoming_dice is not None and 0.0 <= report.incoming_dice <= 1.0
+    assert (tmp_path / "demo" / "segmentations" / "evaluation.csv").is_file()
