@@ -51,6 +51,15 @@ def _fraction(value: str) -> float:
     return number
 
 
+def _storage_path(value: str) -> Path:
+    if "://" in value:
+        raise argparse.ArgumentTypeError(
+            f"cloud storage URIs are not supported yet, got {value!r}: mount shared storage (NFS, a "
+            "ReadWriteMany volume) on every node and pass its path"
+        )
+    return Path(value)
+
+
 def make_synthetic_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobs/make_synthetic.py",
@@ -113,7 +122,7 @@ def _add_training_flags(parser: argparse.ArgumentParser, *, workers_required: bo
     parser.add_argument("--batch-size", type=_positive_int, default=8, help="slices per worker per step (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument(
-        "--storage-path", type=Path, default=None,
+        "--storage-path", type=_storage_path, default=None,
         help="checkpoint storage (default ./anunet-workspace/ray_results; shared storage on a cluster)",
     )
     parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment (default {experiment})")

@@ -15,13 +15,13 @@ the MLflow store ``mlflow.db`` (unless ``MLFLOW_TRACKING_URI`` points elsewhere)
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from anunet_core.synthetic import make_archive
 from anunet_platform import registry
+from anunet_platform.cluster import cluster_shape, init_ray
 from anunet_platform.evaluate import run_evaluate, summarize
 from anunet_platform.ingest import IngestConfig, run_ingest
 from anunet_platform.segment import SegmentConfig, run_segmentation
@@ -95,10 +95,12 @@ def run_demo(config: DemoConfig) -> DemoReport:
         IngestConfig(source=archive, out=dataset, organ="liver", modality="CT", size=config.size, seed=config.seed, overwrite=True)
     )
 
+    init_ray()
+    node_cpus = int(cluster_shape()[0]) or 1  # the whole largest node: a pod's CPUs, not the host's
     print(f"[3/5] train with Ray Train for {config.epochs} epochs and register every depth", flush=True)
     result = run_training(
         TrainConfig(
-            data=dataset, epochs=config.epochs, num_workers=1, cpus_per_worker=os.cpu_count() or 1,
+            data=dataset, epochs=config.epochs, num_workers=1, cpus_per_worker=node_cpus,
             batch_size=config.batch_size, learning_rate=config.learning_rate, seed=config.seed,
             storage_path=workdir / "ray_results", tracking_uri=tracking, register=True, cache_data=True,
             experiment="anunet-demo",

@@ -51,6 +51,7 @@ from torch import nn
 
 from anunet_core.inference import optimize_for_inference
 from anunet_core.model import MAX_DEPTH, ANUNet, count_parameters, prune
+from anunet_platform.cluster import warn_if_ephemeral
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,8 @@ def tracking_uri(workspace: Path | None = None) -> str:
         root = Path(workspace if workspace is not None else DEFAULT_WORKSPACE).expanduser().absolute()
         root.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{root / DB_FILE}"
+        if workspace is None:
+            warn_if_ephemeral(root / DB_FILE, "the MLflow store", "MLFLOW_TRACKING_URI to a tracking server")
     return _use(uri)
 
 

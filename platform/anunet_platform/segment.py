@@ -55,6 +55,7 @@ from anunet_core.preprocessing import PREPROCESSING_VERSION, SliceGeometry, prep
 from anunet_core.preview import write_preview
 from anunet_core.volumes import voxel_volume_ml, write_mask
 from anunet_platform import registry
+from anunet_platform.cluster import cluster_shape, init_ray
 from anunet_platform.precision import autocast
 from anunet_platform.selection import DepthChoice, DepthPolicy, candidates_from_registry, choose_depth
 
@@ -337,6 +338,9 @@ class SliceSegmenter:
         network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, strict=True)
         self.net = optimize_for_inference(network.eval(), network.depth).to(self.device)
         self.size, self.batch_size = size, batch_size
+        # oneDNN / cuDNN pick their kernels on the first call of a shape: do it now, while the
+        # first scans are still being read, not on the first case
+        self.segment(np.zeros((batch_size, size, size), dtype=np.float32))
 
     def segment(self, slices: np.ndarray) -> np.ndarray:
         """``(K, size, size)`` float slices -> float16 probabilities of the same shape."""
@@ -476,15 +480,6 @@ class SegmentSummary:
         )
 
 
-def _cluster_shape() -> tuple[float, float, float]:
-    import ray
-
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    node_cpus = max((float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes), default=0.0)
-    total = ray.cluster_resources()
-    return node_cpus, float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0))
-
-
 def write_manifest(rows: Iterable[Mapping[str, Any]], out: Path, choice: DepthChoice) -> Path:
     """``OUT/manifest.parquet``: the rows sorted by case id, the depth choice in its metadata."""
     rows = sorted(rows, key=lambda r: r["case_id"])
@@ -535,8 +530,6 @@ def run_segmentation(config: SegmentConfig) -> SegmentSummary:
 
     work_seconds = 0.0
     if todo:
-        from anunet_platform.cluster import init_ray
-
         init_ray()
         work_start = time.perf_counter()  # from here on: slices/s of the pipeline itself
         for record in _segment_cases(todo, selected, config, summary):
@@ -573,7 +566,7 @@ def _segment_cases(todo: list[dict[str, Any]], selected: SelectedModel, config: 
     """The Ray Data pipeline over the cases to do; yields each finished case's row."""
     import ray
 
-    plan = plan_actors(*_cluster_shape(), config.use_gpu, config.num_actors, config.cpus_per_actor)
+    plan = plan_actors(*cluster_shape(), config.use_gpu, config.num_actors, config.cpus_per_actor)
     summary.actors = plan.num_actors
     logger.info(
         "segment: %d actors x (%g CPU, %g GPU, %d threads), batch %d slices",

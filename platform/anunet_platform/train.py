@@ -32,6 +32,7 @@ import torch
 from anunet_core import ANUNet, HybridLoss
 from anunet_core.augmentation import AugmentationConfig, augment_batch
 from anunet_core.metrics import ConfusionCounts, dice, iou, precision, recall
+from anunet_platform.cluster import warn_if_ephemeral
 from anunet_platform.ingest import IngestError, read_summary
 from anunet_platform.precision import autocast, bf16_is_fast
 
@@ -325,7 +326,12 @@ def default_run_name(config: TrainConfig, dataset_checksum: str) -> str:
 
 
 def default_storage_path() -> Path:
-    return Path(os.environ.get("ANUNET_STORAGE", "anunet-workspace/ray_results")).resolve()
+    """``ANUNET_STORAGE``, else ``./anunet-workspace/ray_results`` (absolute)."""
+    if "ANUNET_STORAGE" in os.environ:
+        return Path(os.environ["ANUNET_STORAGE"]).resolve()
+    path = Path("anunet-workspace/ray_results").resolve()
+    warn_if_ephemeral(path, "checkpoint storage", "--storage-path or ANUNET_STORAGE to shared storage")
+    return path
 
 
 def build_trainer(config: TrainConfig, datasets: dict | None = None, callbacks: list | None = None):

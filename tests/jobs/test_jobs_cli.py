@@ -54,6 +54,7 @@ def test_design_contract_flags_parse(job: str, argv: list[str]) -> None:
         ("ingest", ["--source", "A", "--out", "D", "--organ", "heart", "--modality", "CT"]),
         ("ingest", ["--source", "A", "--out", "D", "--organ", "liver", "--modality", "CT", "--label-values", "x"]),
         ("segment", ["--archive", "A", "--out", "O"]),
+        ("train", ["--data", "D", "--epochs", "1", "--num-workers", "1", "--storage-path", "s3://bucket/ray"]),
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--depth", "5"]),
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--depth", "0"]),
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--max-dice-drop", "1.5"]),
