@@ -204,11 +204,11 @@ def segment_parser() -> argparse.ArgumentParser:
     parser.add_argument("--use-gpu", action="store_true", help="GPU actors (one GPU each, bf16 autocast); default CPU actors")
     parser.add_argument(
         "--num-actors", type=_positive_int, default=None,
-        help="model actors (default: one per GPU with --use-gpu, else as many as the CPUs allow)",
+        help="model actors (default: one per GPU with --use-gpu, else one per CPU)",
     )
     parser.add_argument(
         "--cpus-per-actor", type=_positive_int, default=None,
-        help="CPUs (and torch threads) per CPU actor (default: the node's CPUs minus one for reading, at least 1)",
+        help="CPUs (and torch threads) per CPU actor (default: single-threaded actors, one per CPU left after reading)",
     )
     parser.add_argument("--no-previews", dest="previews", action="store_false", help="skip the preview PNGs")
     parser.add_argument("--recompute", action="store_true", help="redo cases already done with the same model version")

@@ -256,7 +256,9 @@ def dataset_checksum(results: Sequence[CaseResult], config: IngestConfig) -> str
 # ----------------------------------------------------------------------------------------------
 
 
-def _one_line(exc: BaseException) -> str:
+def case_error(exc: BaseException) -> str:
+    """One line for a case's failure: the message of a bad-input error (``ValueError``), else
+    the exception type and message (a bug or a system failure should say what it was)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
 
@@ -323,7 +325,7 @@ def ingest_case(case: Case, split: str, config: IngestConfig, staging: Path) -> 
             patient_id=case.patient_id,
             split=split,
             source=os.path.relpath(case.image, config.source),
-            error=_one_line(exc),
+            error=case_error(exc),
         )
 
 

@@ -50,10 +50,12 @@ SIZE = 64  # model input of the model trained here
 @pytest.mark.parametrize(
     "node_cpus,cluster_cpus,gpus,use_gpu,num_actors,cpus_per_actor,expected",
     [
-        (2, 2, 0, False, None, None, ActorPlan(1, 1.5, 0.0, 2)),  # laptop: half a CPU kept for reading
-        (16, 16, 0, False, None, None, ActorPlan(3, 4.0, 0.0, 4)),  # big node: 4-CPU actors, 1 CPU for I/O
-        (16, 64, 0, False, None, None, ActorPlan(15, 4.0, 0.0, 4)),  # four such nodes
+        (2, 2, 0, False, None, None, ActorPlan(2, 0.75, 0.0, 1)),  # laptop: half a CPU kept for reading
+        (16, 16, 0, False, None, None, ActorPlan(15, 1.0, 0.0, 1)),  # big node: one CPU for I/O
+        (16, 64, 0, False, None, None, ActorPlan(63, 1.0, 0.0, 1)),  # four such nodes
+        (16, 16, 0, False, None, 4, ActorPlan(3, 4.0, 0.0, 4)),  # fewer, wider actors
         (8, 8, 0, False, 2, 2, ActorPlan(2, 2.0, 0.0, 2)),  # explicit flags win
+        (8, 8, 0, False, 3, None, ActorPlan(3, 1.0, 0.0, 1)),
         (16, 16, 4, True, None, None, ActorPlan(4, 1.0, 1.0, 1)),  # one actor per GPU
         (16, 16, 4, True, 2, 3, ActorPlan(2, 3.0, 1.0, 3)),
     ],
