@@ -39,7 +39,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,7 @@ def plan_actors(
     use_gpu: bool,
     num_actors: int | None = None,
     cpus_per_actor: float | None = None,
+    cases: int | None = None,
 ) -> ActorPlan:
     """The actor pool for a cluster whose largest node has ``node_cpus`` CPUs.
 
@@ -156,8 +157,17 @@ def plan_actors(
     than one 2-thread actor, because a reading task that preempts one thread of a
     multi-threaded forward stalls the other at the next barrier. ``cpus_per_actor`` > 1 gives
     fewer, multi-threaded actors (less memory: one model copy each). Explicit
-    ``num_actors``/``cpus_per_actor`` win. :class:`SegmentError` when the request cannot fit.
+    ``num_actors``/``cpus_per_actor`` win. A default pool never has more actors than ``cases``
+    (the scans to segment: each is one row, and an idle actor only costs its start-up).
+    :class:`SegmentError` when the request cannot fit.
     """
+    plan = _plan_actors(node_cpus, cluster_cpus, cluster_gpus, use_gpu, num_actors, cpus_per_actor)
+    if num_actors is None and cases is not None and 0 < cases < plan.num_actors:
+        plan = replace(plan, num_actors=cases)
+    return plan
+
+
+def _plan_actors(node_cpus, cluster_cpus, cluster_gpus, use_gpu, num_actors, cpus_per_actor) -> ActorPlan:
     if use_gpu:
         if cluster_gpus < 1:
             raise SegmentError("--use-gpu: the Ray cluster has no GPU (ray.cluster_resources() shows none)")
@@ -591,7 +601,7 @@ def _segment_cases(todo: list[dict[str, Any]], selected: SelectedModel, config: 
     """The Ray Data pipeline over the cases to do; yields each finished case's row."""
     import ray
 
-    plan = plan_actors(*cluster_shape(), config.use_gpu, config.num_actors, config.cpus_per_actor)
+    plan = plan_actors(*cluster_shape(), config.use_gpu, config.num_actors, config.cpus_per_actor, cases=len(todo))
     summary.actors = plan.num_actors
     logger.info(
         "segment: %d actors x (%g CPU, %g GPU, %d threads), batch %d slices",

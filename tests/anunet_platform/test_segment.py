@@ -64,6 +64,13 @@ def test_plan_actors(node_cpus, cluster_cpus, gpus, use_gpu, num_actors, cpus_pe
     assert plan_actors(node_cpus, cluster_cpus, gpus, use_gpu, num_actors, cpus_per_actor) == expected
 
 
+def test_a_default_pool_has_no_more_actors_than_scans() -> None:
+    assert plan_actors(16, 16, 0, False, cases=3) == ActorPlan(3, 1.0, 0.0, 1)
+    assert plan_actors(16, 16, 0, False, cases=40) == ActorPlan(15, 1.0, 0.0, 1)
+    assert plan_actors(16, 16, 0, False, num_actors=5, cases=3).num_actors == 5, "an explicit count is kept"
+    assert plan_actors(16, 16, 4, True, cases=1).num_actors == 1
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
