@@ -56,15 +56,14 @@ from anunet_core.preview import write_preview
 from anunet_core.volumes import voxel_volume_ml, write_mask
 from anunet_platform import registry
 from anunet_platform.cluster import cluster_shape, init_ray
+from anunet_platform.evaluate import MANIFEST_FILE, prediction_path  # the layout evaluate reads
 from anunet_platform.ingest import case_error
 from anunet_platform.precision import autocast
 from anunet_platform.selection import DepthChoice, DepthPolicy, candidates_from_registry, choose_depth
 
 logger = logging.getLogger(__name__)
 
-MASKS_DIR, PREVIEWS_DIR, RECORDS_DIR = "masks", "previews", "records"
-MANIFEST_FILE, SUMMARY_FILE = "manifest.parquet", "summary.json"
-STATUSES = ("ok", "failed", "skipped")
+PREVIEWS_DIR, RECORDS_DIR, SUMMARY_FILE = "previews", "records", "summary.json"
 THRESHOLD = 0.5
 _SLICE_DTYPE = np.float16  # as ingest stores training slices: the model sees the same values
 
@@ -405,7 +404,7 @@ def write_case(row: dict[str, Any], ctx: CaseContext) -> dict[str, Any]:
         k = int(row["num_slices"])
         probs = np.frombuffer(row["probs"], dtype=_SLICE_DTYPE).reshape(k, ctx.size, ctx.size)
         mask = restore_mask(probs.astype(np.float32), geometry, threshold=THRESHOLD)
-        write_mask(mask, geometry, ctx.out / MASKS_DIR / f"{row['case_id']}.nii.gz")
+        write_mask(mask, geometry, prediction_path(ctx.out, row["case_id"]))
         if ctx.previews:
             slices = np.frombuffer(row["slices"], dtype=_SLICE_DTYPE).reshape(k, ctx.size, ctx.size)
             write_preview(ctx.out / PREVIEWS_DIR / f"{row['case_id']}.png", slices, probs > THRESHOLD)
@@ -494,10 +493,6 @@ def write_manifest(rows: Iterable[Mapping[str, Any]], out: Path, choice: DepthCh
     return write_atomic(out / MANIFEST_FILE, lambda tmp: pq.write_table(table, tmp))
 
 
-def read_manifest(out: Path) -> pa.Table:
-    return pq.read_table(Path(out) / MANIFEST_FILE)
-
-
 def run_segmentation(config: SegmentConfig) -> SegmentSummary:
     """Segment ``config.archive`` into ``config.out``; print progress and the summary.
 
@@ -522,7 +517,7 @@ def run_segmentation(config: SegmentConfig) -> SegmentSummary:
         source = os.path.relpath(case.image, config.archive)
         signature = image_signature(case)
         record = None if config.recompute else read_record(config.out, case.case_id)
-        if is_done(record, selected.model_version, signature, config.out / MASKS_DIR / f"{case.case_id}.nii.gz"):
+        if is_done(record, selected.model_version, signature, prediction_path(config.out, case.case_id)):
             rows[case.case_id] = dict(record, status="skipped", seconds=0.0, source=source)
         else:
             todo.append(case.to_dict() | {"source": source, "signature": signature, "seconds": 0.0})
