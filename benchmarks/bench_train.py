@@ -19,44 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
-import torch
+from benchkit import cpu_name, plain_training
 
-from anunet_core import ANUNet, HybridLoss
-from anunet_core.augmentation import AugmentationConfig, augment_batch
 from anunet_core.synthetic import make_archive
-from anunet_platform.ingest import IngestConfig, decode_slices, run_ingest
-from anunet_platform.precision import autocast
+from anunet_platform.ingest import IngestConfig, run_ingest
 from anunet_platform.train import TrainConfig, build_trainer
-
-
-def plain_loop_rate(dataset: Path, epochs: int, batch_size: int, threads: int) -> float:
-    """Slices/s of the last epoch of a plain single-process training loop."""
-    torch.set_num_threads(threads)
-    images, masks = decode_slices(pq.read_table(sorted((dataset / "train").glob("*.parquet"))))
-    images = torch.from_numpy(images).unsqueeze(1)
-    masks = torch.from_numpy(masks).float().unsqueeze(1)
-    torch.manual_seed(0)
-    device = torch.device("cpu")
-    model = ANUNet().to(memory_format=torch.channels_last)
-    loss_fn, optimizer = HybridLoss(), torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(0)
-    rate = 0.0
-    for epoch in range(epochs):
-        model.train()
-        start, order = time.perf_counter(), torch.randperm(len(images), generator=generator)
-        for begin in range(0, len(order), batch_size):
-            index = order[begin : begin + batch_size]
-            x, y = augment_batch(images[index], masks[index], generator, AugmentationConfig())
-            with autocast(device):
-                outputs = model(x.contiguous(memory_format=torch.channels_last))
-            loss = loss_fn(outputs, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=5.0)
-            optimizer.step()
-        rate = len(images) / (time.perf_counter() - start)
-    return rate
 
 
 def ray_train_rate(dataset: Path, storage: Path, epochs: int, batch_size: int, workers: int, cpus_per_worker: int) -> float:
@@ -87,11 +54,12 @@ def main() -> None:
         ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR")
         run_ingest(IngestConfig(source=work / "archive", out=work / "ds", organ="liver", modality="CT", size=args.size))
 
-        plain = plain_loop_rate(work / "ds", args.epochs, args.batch_size, threads=cpus)
+        plain = plain_training(work / "ds", args.epochs, args.batch_size, threads=cpus, validate=False).slices_per_s
         one = ray_train_rate(work / "ds", work / "rr", args.epochs, args.batch_size, workers=1, cpus_per_worker=cpus)
         two = ray_train_rate(work / "ds", work / "rr", args.epochs, args.batch_size, workers=2, cpus_per_worker=max(1, cpus // 2))
         ray.shutdown()
 
+    print(f"CPU: {cpu_name()}")
     print(f"training benchmark: ANU-Net at {args.size}x{args.size}, batch {args.batch_size}/worker, {cpus} CPUs, "
           f"last of {args.epochs} epochs (slices/s)")
     print(f"  plain PyTorch loop, 1 process, {cpus} threads: {plain:7.2f}")

@@ -1,13 +1,34 @@
-"""What several benchmarks share: peak memory of a job's whole process tree."""
+"""What several benchmarks share: the CPU's name, peak memory of a job's whole process tree,
+and a plain single-process PyTorch training (the yardstick the platform is measured against)."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
+
+
+def cpu_name() -> str:
+    """The processor's model name and whether it has bf16 matrix units (AMX, AVX512-BF16)."""
+    name = platform.processor() or "unknown CPU"
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name in ("", "unknown CPU", platform.machine()):
+                name = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    units = [u for u, flag in (("AMX-BF16", "amx_bf16"), ("AVX512-BF16", "avx512_bf16"), ("AVX512", "avx512f")) if flag in flags]
+    return f"{name} ({', '.join(units) if units else 'no AVX512/AMX'})"
 
 
 def run_with_peak_rss(command: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[str, int]:
@@ -37,3 +58,56 @@ def run_with_peak_rss(command: Sequence[str], env: Mapping[str, str] | None = No
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:3])} ... failed with exit code {process.returncode}")
     return stdout, peak
+
+
+@dataclass(frozen=True)
+class PlainTraining:
+    seconds: float  # model construction, every epoch and the validation of every depth
+    slices_per_s: float  # training slices per second of the last epoch (warm)
+
+
+def plain_training(dataset: Path, epochs: int, batch_size: int, threads: int, validate: bool = True, seed: int = 0) -> PlainTraining:
+    """A plain single-process PyTorch training of ANU-Net on an ingested dataset: the same model,
+    hybrid loss, augmentation, precision policy, channels_last and batch size as a Ray Train
+    worker, the slices already decoded in memory; with ``validate``, the validation split is
+    scored at every depth after each epoch, as a worker does."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from anunet_core import ANUNet, HybridLoss
+    from anunet_core.augmentation import AugmentationConfig, augment_batch
+    from anunet_platform.ingest import decode_slices
+    from anunet_platform.precision import autocast
+
+    torch.set_num_threads(threads)
+    images, masks = decode_slices(pq.read_table(sorted((dataset / "train").glob("*.parquet"))))
+    images, masks = torch.from_numpy(images).unsqueeze(1), torch.from_numpy(masks).float().unsqueeze(1)
+    val_images, val_masks = decode_slices(pq.read_table(sorted((dataset / "val").glob("*.parquet"))))
+    val_images = torch.from_numpy(val_images).unsqueeze(1).contiguous(memory_format=torch.channels_last)
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    device = torch.device("cpu")
+    model = ANUNet().to(memory_format=torch.channels_last)
+    loss_fn, optimizer = HybridLoss(), torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    rate = 0.0
+    for _ in range(epochs):
+        model.train()
+        epoch_start, order = time.perf_counter(), torch.randperm(len(images), generator=generator)
+        for begin in range(0, len(order), batch_size):
+            index = order[begin : begin + batch_size]
+            x, y = augment_batch(images[index], masks[index], generator, AugmentationConfig())
+            with autocast(device):
+                outputs = model(x.contiguous(memory_format=torch.channels_last))
+            loss = loss_fn(outputs, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=5.0)
+            optimizer.step()
+        rate = len(images) / (time.perf_counter() - epoch_start)
+        if validate:
+            model.eval()
+            with torch.no_grad(), autocast(device):
+                for begin in range(0, len(val_images), 2 * batch_size):
+                    model(val_images[begin : begin + 2 * batch_size])  # all four heads, as a worker scores them
+    return PlainTraining(time.perf_counter() - start, rate)

@@ -11,13 +11,20 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from anunet_core.archives import LAYOUTS
 from anunet_core.preprocessing import DEFAULT_SIZE, ORGANS
+from anunet_platform.tune import SEARCH_SPACE, SEARCHERS, SearchConfig
 
 MODALITIES = ("CT", "MR")
+
+
+def _default(config_class: type, name: str) -> Any:
+    """A typed config's field default: each default is written once, in its config."""
+    return {f.name: f.default for f in fields(config_class)}[name]
 
 
 def _modality(value: str) -> str:
@@ -126,6 +133,11 @@ def _add_training_flags(parser: argparse.ArgumentParser, *, workers_required: bo
         help="checkpoint storage (default ./anunet-workspace/ray_results; shared storage on a cluster)",
     )
     parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment (default {experiment})")
+    parser.add_argument(
+        "--cache-data", action="store_true",
+        help="decode the splits once into Ray's object store instead of streaming them from Parquet every epoch: "
+        "faster where the dataset fits in memory (each concurrent trial holds its own copy)",
+    )
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -153,7 +165,30 @@ def tune_parser() -> argparse.ArgumentParser:
     _add_training_flags(parser, workers_required=False, experiment="anunet-tune")
     parser.add_argument("--num-samples", type=_positive_int, required=True, help="trials (configurations) to try")
     parser.add_argument("--epochs", type=_positive_int, required=True, help="maximum epochs per trial")
+    parser.add_argument(
+        "--search", choices=SEARCHERS, default=_default(SearchConfig, "search"),
+        help="random (seeded random search, the default) or tpe (Optuna's TPE: models which regions score well; "
+        "better from about 16 trials on, see the README)",
+    )
+    for name, dimension in SEARCH_SPACE.items():
+        low, high = _default(SearchConfig, f"{name}_range")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(low, high),
+            help=f"{'log-uniform' if dimension.log else 'uniform'} search range (default {low:g} {high:g})",
+        )
+    parser.add_argument(
+        "--grace-period", type=_positive_int, default=_default(SearchConfig, "grace_period"),
+        help=f"ASHA: epochs every trial runs before it can be stopped (default {_default(SearchConfig, 'grace_period')})",
+    )
+    parser.add_argument(
+        "--reduction-factor", type=_positive_int, default=_default(SearchConfig, "reduction_factor"),
+        help="ASHA: rungs at grace-period x factor^k epochs, the top 1/factor continue at each "
+        f"(default {_default(SearchConfig, 'reduction_factor')})",
+    )
     parser.add_argument("--max-concurrent-trials", type=_positive_int, default=None, help="default: as many as the cluster fits")
+    parser.add_argument(
+        "--time-budget-s", type=_positive_float, default=None, help="end the experiment after this wall time (default: none)"
+    )
     parser.add_argument("--name", default=None, help="experiment name; the same name resumes it")
     parser.add_argument("--register", action="store_true", help="retrain the best config and register every depth")
     return parser

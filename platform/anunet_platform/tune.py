@@ -2,32 +2,109 @@
 
 Stages:
 
-    search space (alpha, gamma, learning rate; seeded random search)
-    -> one Tune trial per sample: a function trainable that runs one TorchTrainer
+    the search space (``SEARCH_SPACE``: every bound and scale, in one place)
+    -> a search algorithm that itself holds the concurrency limit: seeded random search
+       (default) or Optuna's TPE, the first trial being the default configuration
+    -> one Tune trial per configuration: a function trainable that runs one TorchTrainer
        (``train.build_trainer``) and forwards its per-epoch metrics (``TuneReportCallback``)
     -> ASHA stops weak trials early on the deepest head's validation Dice
-    -> best config printed; with ``register``, retrained on the training split and registered
+    -> the trials table, the Dice map over alpha x gamma and the best configuration against
+       the default on the same budget (``tune_report``), printed and logged under the MLflow
+       parent run; with ``register``, the best configuration retrained and registered
+
+Concurrency: a trial's Tune actor holds no CPU (``TRIAL_RESOURCES``) and its TorchTrainer
+asks for its workers only once it runs, so Ray alone would start every trial at once and each trainer
+would wait forever for workers the others hold. ``max_concurrent_trials`` computes how many
+trials fit (workers plus one CPU for each trial's input pipeline) and the search algorithm
+enforces it: ``BasicVariantGenerator(max_concurrent=...)`` or a ``ConcurrencyLimiter``.
+(``TuneConfig(max_concurrent_trials=...)`` is silently ignored for a ``SearchGenerator`` such
+as ``BasicVariantGenerator``: that was the hang.)
 
 The experiment resumes after the driver dies (same ``--name`` -> ``Tuner.restore``). In
-MLflow every trial is a child run under one parent run of the experiment. Trials run at most
-``max_concurrent_trials`` at a time, computed from the cluster's CPUs/GPUs so that a running
-trial can always get its workers and its input pipeline: no deadlock on a small cluster.
+MLflow every trial is a child run under one parent run of the experiment.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, replace
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from anunet_platform.ingest import read_summary
-from anunet_platform.train import TrainConfig, TrainResult, build_trainer, default_storage_path, run_training, split_files
+from anunet_platform.train import DEPTHS, TrainConfig, TrainResult, build_trainer, default_storage_path, run_training, split_files
+from anunet_platform.tune_report import (
+    TrialRow,
+    TuneReport,
+    best_trial,
+    compare_to_default,
+    format_summary,
+    format_trials_table,
+    observed_concurrency,
+    plot_dice_map,
+    write_trials_csv,
+)
 
 logger = logging.getLogger(__name__)
 
 METRIC = "val_dice"  # the deepest head's validation Dice
+# What a trial's own actor holds: no CPU, only memory. It just drives its TorchTrainer, whose
+# workers and Ray Data input pipeline ask for their CPUs themselves. Even a token CPU share
+# would deadlock a cluster that is exactly full: 2 CPUs, 1 for the worker, 0.99 left, and every
+# Ray Data task needs a whole CPU. (Tune refuses a request of no resources at all.)
+TRIAL_RESOURCES = {"CPU": 0, "memory": 512 * 1024**2}
+SEARCHERS = ("random", "tpe")
+TRIALS_CSV, TRIALS_MD, DICE_MAP = "trials.csv", "trials.md", "dice_alpha_gamma.png"
+TRIAL_TIMES = "trial_times.json"  # when each trial started and ended (tune_callbacks.TrialTimes)
+
+
+# ----------------------------------------------------------------------------------------------
+# The search space: the one place its bounds and scales are written
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched ``TrainConfig`` field: its default search range, its scale, and the
+    interval any range for it must lie in (``open_limits``: the limits themselves excluded)."""
+
+    name: str
+    default_range: tuple[float, float]
+    log: bool
+    limits: tuple[float, float]
+    open_limits: bool
+
+    def check(self, low: float, high: float) -> None:
+        lo, hi = self.limits
+        inside = (lo < low and high < hi) if self.open_limits else (lo <= low and high <= hi)
+        if not (low <= high and inside) or (self.log and low <= 0):
+            interval = f"({lo:g}, {hi:g})" if self.open_limits else f"[{lo:g}, {hi:g}]"
+            raise ValueError(f"{self.name} range must be LOW HIGH with LOW <= HIGH inside {interval}, got ({low:g}, {high:g})")
+
+    def domain(self, low: float, high: float):
+        """The Ray Tune sampling domain of ``[low, high]`` (a point when they are equal)."""
+        from ray import tune
+
+        if low == high:
+            return low
+        return tune.loguniform(low, high) if self.log else tune.uniform(low, high)
+
+
+SEARCH_SPACE: dict[str, Dimension] = {
+    d.name: d
+    for d in (
+        Dimension("alpha", (0.05, 0.95), log=False, limits=(0.0, 1.0), open_limits=True),  # class balance
+        Dimension("gamma", (0.0, 5.0), log=False, limits=(0.0, 5.0), open_limits=False),  # focusing exponent
+        Dimension("learning_rate", (3e-4, 3e-3), log=True, limits=(0.0, 1.0), open_limits=False),  # Adam, log-uniform
+    )
+}
+# The untuned configuration every experiment is compared against: TrainConfig's defaults.
+DEFAULT_POINT: dict[str, float] = {f.name: f.default for f in fields(TrainConfig) if f.name in SEARCH_SPACE}
 
 
 @dataclass(frozen=True)
@@ -36,33 +113,45 @@ class SearchConfig:
 
     Attributes:
         data: dataset folder written by ``jobs/ingest.py``.
-        num_samples: trials (configurations) to try.
+        num_samples: trials (configurations) to try; with 2 or more, the first is the default
+            configuration (alpha 0.5, gamma 2, learning rate 1e-3), the baseline the best is
+            compared against.
         epochs: maximum epochs per trial (ASHA's ``max_t``).
-        num_workers, cpus_per_worker, use_gpu, batch_size: per trial, as in training.
+        search: ``random`` (seeded random search) or ``tpe`` (Optuna's Tree-structured Parzen
+            Estimator: a model of which regions score well, from the trials so far).
+        num_workers, cpus_per_worker, use_gpu, batch_size, cache_data: per trial, as in training.
         alpha_range, gamma_range: uniform search ranges of the loss parameters.
         learning_rate_range: log-uniform search range of Adam's learning rate.
-        grace_period, reduction_factor: ASHA: minimum epochs before stopping; halving rate.
+        grace_period: ASHA: epochs every trial runs before it can be stopped.
+        reduction_factor: ASHA: rungs at grace_period x reduction_factor^k epochs; at each
+            rung a trial continues only if it is in the top 1/reduction_factor so far.
         max_concurrent_trials: trials at once; ``None`` computes it from the cluster.
+        time_budget_s: end the experiment after this wall time (unfinished trials are
+            reported as such); ``None``: no limit.
         name: the experiment name; the same name resumes it.
         storage_path: Tune/Train storage (shared storage on a cluster).
         experiment: MLflow experiment.
-        seed: seeds the search and every trial's training.
+        seed: seeds the search and every trial's training (all trials share initial weights
+            and data order, so they differ only by their configuration).
         register: retrain the best config and register one model per depth.
     """
 
     data: Path
     num_samples: int
     epochs: int
+    search: str = "random"
     num_workers: int = 1
     cpus_per_worker: int = 1
     use_gpu: bool = False
     batch_size: int = 8
-    alpha_range: tuple[float, float] = (0.2, 0.8)
-    gamma_range: tuple[float, float] = (0.0, 3.0)
-    learning_rate_range: tuple[float, float] = (3e-4, 3e-3)
+    cache_data: bool = False
+    alpha_range: tuple[float, float] = SEARCH_SPACE["alpha"].default_range
+    gamma_range: tuple[float, float] = SEARCH_SPACE["gamma"].default_range
+    learning_rate_range: tuple[float, float] = SEARCH_SPACE["learning_rate"].default_range
     grace_period: int = 1
     reduction_factor: int = 2
     max_concurrent_trials: int | None = None
+    time_budget_s: float | None = None
     name: str | None = None
     storage_path: Path | None = None
     experiment: str = "anunet-tune"
@@ -71,15 +160,39 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data))
+        for name in SEARCH_SPACE:  # flags give lists
+            object.__setattr__(self, f"{name}_range", tuple(float(v) for v in getattr(self, f"{name}_range")))
         if self.num_samples < 1 or self.epochs < 1:
             raise ValueError(f"--num-samples and --epochs must be >= 1, got {self.num_samples}, {self.epochs}")
-        for name, (low, high) in (("alpha", self.alpha_range), ("gamma", self.gamma_range), ("learning rate", self.learning_rate_range)):
-            if not low <= high:
-                raise ValueError(f"{name} range must be (low, high) with low <= high, got ({low}, {high})")
-        if not (0.0 <= self.alpha_range[0] and self.alpha_range[1] <= 1.0):
-            raise ValueError(f"alpha range must lie in [0, 1], got {self.alpha_range}")
-        if self.learning_rate_range[0] <= 0:
-            raise ValueError(f"learning rate range must be positive, got {self.learning_rate_range}")
+        if self.search not in SEARCHERS:
+            raise ValueError(f"--search must be one of {', '.join(SEARCHERS)}, got {self.search!r}")
+        for name, (low, high) in self.ranges().items():
+            SEARCH_SPACE[name].check(low, high)
+        if self.grace_period < 1 or self.reduction_factor < 2:
+            raise ValueError(f"--grace-period must be >= 1 and --reduction-factor >= 2, got {self.grace_period}, {self.reduction_factor}")
+        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
+            raise ValueError(f"--max-concurrent-trials must be >= 1, got {self.max_concurrent_trials}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ValueError(f"--time-budget-s must be > 0, got {self.time_budget_s}")
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        return {name: getattr(self, f"{name}_range") for name in SEARCH_SPACE}
+
+    @property
+    def with_default_trial(self) -> bool:
+        """Whether the default configuration is one of the trials (a search of one sample is
+        not a search: it stays a random sample)."""
+        return self.num_samples >= 2
+
+
+def search_domains(config: SearchConfig) -> dict[str, Any]:
+    """``{"alpha": tune.uniform(..), "gamma": .., "learning_rate": tune.loguniform(..)}``."""
+    return {name: SEARCH_SPACE[name].domain(low, high) for name, (low, high) in config.ranges().items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning: how many trials at once, and what ASHA will spend
+# ----------------------------------------------------------------------------------------------
 
 
 def max_concurrent_trials(cluster_cpus: float, cluster_gpus: float, config: SearchConfig) -> int:
@@ -87,8 +200,8 @@ def max_concurrent_trials(cluster_cpus: float, cluster_gpus: float, config: Sear
 
     A trial needs ``num_workers * cpus_per_worker`` CPUs (and ``num_workers`` GPUs with
     ``use_gpu``) for its workers plus one CPU for its Ray Data input pipeline; the trial
-    function itself reserves a token 0.01 CPU (it only drives its trainer). Raises ``ValueError`` when
-    not even one trial fits.
+    function itself holds no CPU (``TRIAL_RESOURCES``). Raises ``ValueError`` when not even
+    one trial fits.
     """
     cpus_per_trial = config.num_workers * config.cpus_per_worker + 1
     fits = math.floor(cluster_cpus / cpus_per_trial)
@@ -100,8 +213,82 @@ def max_concurrent_trials(cluster_cpus: float, cluster_gpus: float, config: Sear
     return min(fits, config.num_samples)
 
 
+def asha_rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
+    """The epochs at which ASHA may stop a trial: ``grace_period * reduction_factor**k`` below
+    ``max_t`` (Ray's ``_Bracket`` with one bracket; a rung at ``max_t`` itself stops nothing)."""
+    count = int(np.log(max_t / grace_period) / np.log(reduction_factor) + 1) if max_t >= grace_period else 0
+    return [m for m in (grace_period * reduction_factor**k for k in range(count)) if m < max_t]
+
+
+def asha_trial_epochs(num_samples: int, max_t: int, grace_period: int, reduction_factor: int) -> float:
+    """Trial-epochs the experiment costs under ideal successive halving: at each rung the top
+    ``1/reduction_factor`` continue. Asynchronous ASHA spends somewhat more (the first trials
+    to reach a rung have nothing to be compared with and continue)."""
+    total, alive = 0.0, 1.0
+    for rung in asha_rungs(max_t, grace_period, reduction_factor):
+        survivors = alive / reduction_factor
+        total += (alive - survivors) * rung
+        alive = survivors
+    return num_samples * (total + alive * max_t)
+
+
+def tpe_startup_trials(num_samples: int) -> int:
+    """Random trials before TPE models the space: a quarter of the budget, 3 to 10 (Optuna's
+    default, 10, would leave a 16-trial search nearly random)."""
+    return max(3, min(10, num_samples // 4))
+
+
+def require_state_api() -> None:
+    """Refuse to tune on a cluster without Ray's state API (the dashboard).
+
+    A trial ASHA stops is killed together with its TorchTrainer's controller, before that
+    controller can free its workers' placement group; Ray Train's ``PlacementGroupCleaner``
+    frees it once it sees the controller dead, and it asks the state API. Without the
+    dashboard every stopped trial keeps its CPUs (and GPUs) forever and the next trials wait
+    for them: a hang, so a clear error instead."""
+    from ray.util.state import list_nodes
+    from ray.util.state.exception import RayStateApiException
+
+    try:
+        list_nodes(limit=1, timeout=10, raise_on_missing_output=False)
+    except (RayStateApiException, ConnectionError, OSError) as exc:
+        raise ValueError(
+            "tuning needs Ray's state API (the dashboard): without it the workers of trials ASHA stops are never "
+            "freed and the experiment hangs; start Ray with its dashboard (the default; not include_dashboard=False "
+            f"or --include-dashboard=false). ({type(exc).__name__})"
+        ) from None
+
+
 def experiment_name(config: SearchConfig, dataset_checksum: str) -> str:
-    return config.name or f"tune-{dataset_checksum[:8]}-n{config.num_samples}-e{config.epochs}-s{config.seed}"
+    search = "" if config.search == "random" else f"-{config.search}"
+    return config.name or f"tune-{dataset_checksum[:8]}{search}-n{config.num_samples}-e{config.epochs}-s{config.seed}"
+
+
+def search_algorithm(config: SearchConfig, concurrent: int):
+    """The search algorithm, holding the concurrency limit itself (see the module doc)."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    points = [dict(DEFAULT_POINT)] if config.with_default_trial else []
+    if config.search == "random":
+        return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=concurrent, random_state=config.seed)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    with warnings.catch_warnings():  # multivariate and constant_liar are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(
+            seed=config.seed, n_startup_trials=tpe_startup_trials(config.num_samples),
+            multivariate=True,  # alpha and gamma interact: model them jointly
+            constant_liar=True,  # running trials count as pending: concurrent trials spread out
+        )
+    return ConcurrencyLimiter(
+        OptunaSearch(metric=METRIC, mode="max", points_to_evaluate=points, sampler=sampler), max_concurrent=concurrent
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# A trial
+# ----------------------------------------------------------------------------------------------
 
 
 def _mlflow_run(client, experiment_id: str, tag: str, value: str, run_name: str, tags: dict[str, str]) -> str:
@@ -113,7 +300,8 @@ def _mlflow_run(client, experiment_id: str, tag: str, value: str, run_name: str,
 
 
 def tune_trial(params: dict[str, Any]) -> None:
-    """The Tune function trainable: one TorchTrainer run whose epochs Tune sees as iterations."""
+    """The Tune function trainable: one TorchTrainer run whose epochs Tune sees as iterations.
+    Its MLflow child run opens when the trial starts and is ended when it ends."""
     from mlflow.tracking import MlflowClient
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -129,9 +317,19 @@ def tune_trial(params: dict[str, Any]) -> None:
         base, alpha=params["alpha"], gamma=params["gamma"], learning_rate=params["learning_rate"],
         run_name=f"{params['name']}-{trial_id}", mlflow_run_id=child,
     )
-    for key in ("alpha", "gamma", "learning_rate"):
+    for key in SEARCH_SPACE:
         client.log_param(child, key, str(params[key]))
-    build_trainer(config, callbacks=[TuneReportCallback()]).fit()
+    try:
+        result = build_trainer(config, callbacks=[TuneReportCallback()]).fit()
+    except BaseException:
+        client.set_terminated(child, "FAILED")
+        raise
+    client.set_terminated(child, "FAILED" if result.error else "FINISHED")
+
+
+# ----------------------------------------------------------------------------------------------
+# The driver
+# ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -141,20 +339,83 @@ class TuneOutcome:
     best_val_dice: float
     trials: int
     mlflow_parent_run_id: str
+    report: TuneReport | None = None
     registered: TrainResult | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _one_line(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:300]
+
+
+def trial_rows(results, config: SearchConfig, intervals: dict[str, tuple[float, float]]) -> list[TrialRow]:
+    """One ``TrialRow`` per Tune result: its configuration, the per-epoch Dice history and the
+    best Dice per depth from its metrics, and when it ran (``intervals``: ``{trial_id: (start,
+    end)}`` from ``TrialTimes``) where known."""
+    rows = []
+    for result in results:
+        history = result.metrics_dataframe
+        trial_id = str((result.metrics or {}).get("trial_id") or Path(result.path).name)
+        if history is None or METRIC not in getattr(history, "columns", ()):
+            dice, best = (), {d: math.nan for d in DEPTHS}
+        else:
+            history = history.sort_values("training_iteration")
+            dice = tuple(float(v) for v in history[METRIC])
+            best = {d: float(history[f"val_dice_L{d}"].max()) for d in DEPTHS}
+        point = {k: float(result.config[k]) for k in SEARCH_SPACE}
+        started, ended = intervals.get(trial_id, (None, None))
+        rows.append(TrialRow(
+            trial_id=trial_id, **point, dice_history=dice, best_dice=best, max_epochs=config.epochs,
+            error=_one_line(result.error), is_default=config.with_default_trial and all(
+                math.isclose(point[k], DEFAULT_POINT[k], rel_tol=1e-9) for k in SEARCH_SPACE),
+            started=started, ended=ended,
+        ))
+    return rows
+
+
+def close_trial_runs(client, experiment_id: str, parent_run_id: str, rows: list[TrialRow]) -> None:
+    """End the MLflow child runs of trials that ASHA stopped (their function was stopped, so
+    it could not end its run) or that failed, at the trial's end time."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10_000)
+    by_trial = {r.trial_id: r for r in rows}
+    for run in runs:
+        row = by_trial.get(run.data.tags.get("tune_trial_id", ""))
+        if row is not None and run.info.status == "RUNNING":
+            end = int(row.ended * 1000) if row.ended else None
+            client.set_terminated(run.info.run_id, "FAILED" if row.error else "FINISHED", end_time=end)
+
+
+def _log_report(client, parent: str, report: TuneReport, concurrent: int) -> None:
+    b = report.best
+    for key in SEARCH_SPACE:
+        client.log_param(parent, f"best_{key}", str(getattr(b, key)))
+    client.log_metric(parent, f"best_{METRIC}", b.score)
+    for d in DEPTHS:
+        client.log_metric(parent, f"best_trial_val_dice_L{d}", b.best_dice[d])
+    if report.comparison is not None:
+        client.log_metric(parent, f"default_{METRIC}", report.comparison.default_dice)
+        client.log_metric(parent, f"best_{METRIC}_same_budget", report.comparison.best_dice)
+        client.log_metric(parent, "gain_over_default", report.comparison.gain)
+    client.log_metric(parent, "max_concurrent_trials", concurrent)
+    client.log_metric(parent, "observed_concurrent_trials", report.observed_concurrency)
+    for path in report.files.values():
+        client.log_artifact(parent, str(path))
 
 
 def run_tuning(config: SearchConfig) -> TuneOutcome:
-    """Run (or resume) the experiment; print the best config; optionally register it."""
+    """Run (or resume) the experiment; print and log its report; optionally register the best."""
     import mlflow
     import ray
     from mlflow.tracking import MlflowClient
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import BasicVariantGenerator
 
     from anunet_platform import registry
     from anunet_platform.cluster import init_ray
+    from anunet_platform.tune_callbacks import TrialTimes, read_trial_times
 
     summary = read_summary(config.data)
     for split in ("train", "val"):
@@ -163,6 +424,7 @@ def run_tuning(config: SearchConfig) -> TuneOutcome:
     registry.check_tracking_server(tracking)
     mlflow.set_tracking_uri(tracking)
     init_ray()
+    require_state_api()
     name = experiment_name(config, summary.checksum)
     storage = Path(config.storage_path) if config.storage_path else default_storage_path()
     storage.mkdir(parents=True, exist_ok=True)
@@ -172,24 +434,30 @@ def run_tuning(config: SearchConfig) -> TuneOutcome:
     parent = _mlflow_run(client, experiment_id, "tune_experiment", name, name, {"dataset": summary.checksum})
 
     resources = ray.cluster_resources()
-    concurrent = config.max_concurrent_trials or max_concurrent_trials(resources.get("CPU", 0), resources.get("GPU", 0), config)
+    fits = max_concurrent_trials(resources.get("CPU", 0), resources.get("GPU", 0), config)
+    concurrent = config.max_concurrent_trials or fits
+    if concurrent > fits:
+        logger.warning("--max-concurrent-trials %d: the cluster fits %d now; the others wait for workers (expected "
+                       "while an autoscaling cluster grows)", concurrent, fits)
+    rungs = asha_rungs(config.epochs, config.grace_period, config.reduction_factor)
+    logger.info(
+        "tuning %s: %d trials (%s search), at most %d at once; ASHA rungs at epochs %s of %d: about %.0f trial-epochs "
+        "instead of %d", name, config.num_samples, config.search, concurrent, rungs or "none", config.epochs,
+        asha_trial_epochs(config.num_samples, config.epochs, config.grace_period, config.reduction_factor),
+        config.num_samples * config.epochs,
+    )
     train_config = TrainConfig(
         data=config.data, epochs=config.epochs, num_workers=config.num_workers, use_gpu=config.use_gpu,
         cpus_per_worker=config.cpus_per_worker, batch_size=config.batch_size, seed=config.seed,
-        storage_path=storage / name / "train", experiment=config.experiment, tracking_uri=tracking, max_failures=1,
+        cache_data=config.cache_data, storage_path=storage / name / "train", experiment=config.experiment, tracking_uri=tracking, max_failures=1,
     )
-    param_space = {
-        "alpha": tune.uniform(*config.alpha_range),
-        "gamma": tune.uniform(*config.gamma_range),
-        "learning_rate": tune.loguniform(*config.learning_rate_range),
+    param_space = search_domains(config) | {
         "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(train_config).items()},
         "mlflow_experiment_id": experiment_id,
         "mlflow_parent_run_id": parent,
         "name": name,
     }
-    # The trial function only drives its TorchTrainer: a token CPU share, so its workers and
-    # input pipeline get the real CPUs (max_concurrent_trials keeps enough of those free).
-    trainable = tune.with_resources(tune_trial, {"CPU": 0.01})
+    trainable = tune.with_resources(tune_trial, TRIAL_RESOURCES)
     path = storage / name
     if tune.Tuner.can_restore(str(path)):
         logger.info("resuming tuning experiment %s from %s", name, path)
@@ -199,25 +467,44 @@ def run_tuning(config: SearchConfig) -> TuneOutcome:
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                metric=METRIC, mode="max", num_samples=config.num_samples, max_concurrent_trials=concurrent,
+                metric=METRIC, mode="max", num_samples=config.num_samples,
+                max_concurrent_trials=None,  # held by the search algorithm itself (see the module doc)
+                # stop_last_trials=False: a trial that reaches max_t ends by itself, its trainer
+                # shutting down cleanly, instead of being killed right after its last report
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=config.epochs,
-                                        grace_period=config.grace_period, reduction_factor=config.reduction_factor),
-                search_alg=BasicVariantGenerator(random_state=config.seed),
+                                        grace_period=config.grace_period, reduction_factor=config.reduction_factor,
+                                        stop_last_trials=False),
+                search_alg=search_algorithm(config, concurrent),
+                time_budget_s=config.time_budget_s,
             ),
-            run_config=tune.RunConfig(name=name, storage_path=str(storage)),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=[TrialTimes(path / TRIAL_TIMES)]),
         )
     results = tuner.fit()
-    best = results.get_best_result(metric=METRIC, mode="max")
-    if best.metrics is None or METRIC not in best.metrics:
-        errors = [str(r.error) for r in results if r.error]
-        raise RuntimeError(f"no trial reported {METRIC}; first error: {errors[0] if errors else 'none'}")
-    best_config = {k: float(best.config[k]) for k in ("alpha", "gamma", "learning_rate")}
-    outcome = TuneOutcome(name, best_config, float(best.metrics[METRIC]), len(results), parent)
-    for key, value in best_config.items():
-        client.log_param(parent, f"best_{key}", str(value))
-    client.log_metric(parent, f"best_{METRIC}", outcome.best_val_dice)
-    print(f"tuning {name}: {len(results)} trials, best {METRIC} {outcome.best_val_dice:.4f} with "
-          + ", ".join(f"{k}={v:.4g}" for k, v in best_config.items()))
+
+    rows = trial_rows(results, config, read_trial_times(path / TRIAL_TIMES))
+    close_trial_runs(client, experiment_id, parent, rows)
+    best = best_trial(rows)  # a clear error when no trial reported a Dice
+    report = TuneReport(
+        rows=rows, best=best, comparison=compare_to_default(rows, best), max_concurrent_trials=concurrent,
+        observed_concurrency=observed_concurrency([(r.started, r.ended) for r in rows if r.started is not None]),
+    )
+    table = format_trials_table(rows, best)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / TRIALS_MD).write_text(table + "\n\n" + format_summary(report) + "\n")
+        report.files = {
+            "table": folder / TRIALS_MD,
+            "csv": write_trials_csv(rows, folder / TRIALS_CSV),
+            "chart": plot_dice_map(rows, folder / DICE_MAP, title=f"{name}: validation Dice over alpha x gamma",
+                                   alpha_range=config.alpha_range, gamma_range=config.gamma_range),
+        }
+        _log_report(client, parent, report, concurrent)
+        report.files = {key: _keep(p, path) for key, p in report.files.items()}
+    print(f"tuning {name}: trials (best validation Dice per depth; * best)\n{table}\n{format_summary(report)}\n"
+          f"files: {', '.join(str(p) for p in report.files.values())}; MLflow parent run {parent}")
+
+    best_config = {k: float(getattr(best, k)) for k in SEARCH_SPACE}
+    outcome = TuneOutcome(name, best_config, best.score, len(results), parent, report=report, files=report.files)
     if config.register:
         outcome.registered = run_training(
             replace(train_config, **best_config, run_name=f"{name}-best", storage_path=storage / name / "best",
@@ -226,5 +513,16 @@ def run_tuning(config: SearchConfig) -> TuneOutcome:
     return outcome
 
 
-__all__ = ["SearchConfig", "TuneOutcome", "max_concurrent_trials", "run_tuning"]
+def _keep(file: Path, folder: Path) -> Path:
+    """Copy a report file into the experiment's folder, atomically; returns the copy."""
+    from anunet_core.atomic import write_atomic
 
+    target = folder / file.name
+    write_atomic(target, lambda tmp: tmp.write_bytes(file.read_bytes()))
+    return target
+
+
+__all__ = [
+    "DEFAULT_POINT", "SEARCHERS", "SEARCH_SPACE", "Dimension", "SearchConfig", "TuneOutcome", "asha_rungs",
+    "asha_trial_epochs", "max_concurrent_trials", "run_tuning", "search_algorithm", "search_domains", "tpe_startup_trials",
+]

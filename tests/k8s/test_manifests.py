@@ -316,6 +316,30 @@ def test_each_cluster_fits_its_job():
         assert need_cpus <= cpus, f"{doc.id}: {name} needs {need_cpus} CPUs, the cluster has at most {cpus:g}"
 
 
+def test_tune_job_runs_the_trials_its_full_cluster_fits_and_its_comments_and_the_readme_agree():
+    """The tuning job's --max-concurrent-trials is what the job itself would compute for its
+    cluster at full size (the autoscaled cluster starts smaller), and the ASHA budget stated in
+    its comment and in the README is what its flags give."""
+    from anunet_platform.tune import SearchConfig, asha_trial_epochs, max_concurrent_trials
+
+    doc = one("RayJob", "anunet-tune")
+    job = doc.body["spec"]
+    _, args = parse_entrypoint(job["entrypoint"])
+    config = SearchConfig(**vars(args))
+    groups = dict(ray_groups(job["rayClusterSpec"]))
+    groups.pop("head")
+    cpus = sum(g["maxReplicas"] * ray_cpus(g) for g in groups.values()) - job["entrypointNumCpus"]
+    gpus = sum(g["maxReplicas"] * gpus_per_pod(g) for g in groups.values())
+    assert config.max_concurrent_trials == max_concurrent_trials(cpus, gpus, config) == 4
+    budget = asha_trial_epochs(config.num_samples, config.epochs, config.grace_period, config.reduction_factor)
+    text = (REPO / "k8s" / "jobs" / "tune.yaml").read_text()
+    assert f"about {budget:.0f} trial-epochs instead of {config.num_samples * config.epochs}" in text
+    assert f"about {budget / config.max_concurrent_trials:.0f} epochs per GPU" in text
+    readme = (REPO / "README.md").read_text()
+    assert f"| {config.grace_period} | {config.reduction_factor} |" in readme and f"({budget:.0f} trial-epochs)" in readme
+    assert config.search == "tpe"
+
+
 def test_interactive_cluster_fits_the_training_job():
     groups = dict(ray_groups(one("RayCluster").body["spec"]))
     _, train = parse_entrypoint(one("RayJob", "anunet-train").body["spec"]["entrypoint"])
