@@ -390,8 +390,8 @@ def close_trial_runs(client, experiment_id: str, parent_run_id: str, rows: list[
 
 def _log_report(client, parent: str, report: TuneReport, concurrent: int) -> None:
     b = report.best
-    for key in SEARCH_SPACE:
-        client.log_param(parent, f"best_{key}", str(getattr(b, key)))
+    for key in SEARCH_SPACE:  # tags, not params: a resumed experiment may find a better trial
+        client.set_tag(parent, f"best_{key}", str(getattr(b, key)))
     client.log_metric(parent, f"best_{METRIC}", b.score)
     for d in DEPTHS:
         client.log_metric(parent, f"best_trial_val_dice_L{d}", b.best_dice[d])
