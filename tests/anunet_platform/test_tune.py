@@ -260,7 +260,8 @@ def mlflow_server(tmp_path: Path):
 @pytest.mark.slow
 def test_tpe_with_asha_against_a_tracking_server_and_restored(tmp_path: Path, tiny_dataset: Path, mlflow_server: str, monkeypatch) -> None:
     """TPE through a ConcurrencyLimiter: 2 trials at a time on 4 CPUs, ASHA over 2 epochs,
-    every trial a child run on a real MLflow server; the same name restores the experiment."""
+    every trial a child run on a real MLflow server; the same name restores the experiment.
+    The trials decode their data once (--cache-data), the path the streaming test leaves out."""
     import ray
     from mlflow.tracking import MlflowClient
 
@@ -270,7 +271,7 @@ def test_tpe_with_asha_against_a_tracking_server_and_restored(tmp_path: Path, ti
     ray.init(num_cpus=4, include_dashboard=True, logging_level="ERROR")
     try:
         config = SearchConfig(data=tiny_dataset, num_samples=3, epochs=2, batch_size=8, search="tpe", name="tpe-three",
-                              storage_path=tmp_path / "ray_results", time_budget_s=1200)
+                              storage_path=tmp_path / "ray_results", time_budget_s=1200, cache_data=True)
         outcome = run_tuning(config)
         report = outcome.report
         assert outcome.trials == 3 and report.max_concurrent_trials == 2
