@@ -44,7 +44,7 @@ def main() -> None:
         work = Path(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
         make_archive(work / "archive", cases=args.cases, modality="CT", fmt="nifti", seed=3, shape=(96, 96, 24))
-        ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR")
+        ray.init(num_cpus=cpus, logging_level="ERROR")  # with the dashboard: tuning needs the state API
         run_ingest(IngestConfig(source=work / "archive", out=work / "ds", organ="liver", modality="CT", size=args.size))
         tuned = {}
         for mode in modes:
