@@ -215,7 +215,8 @@ def max_concurrent_trials(cluster_cpus: float, cluster_gpus: float, config: Sear
 
 def asha_rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
     """The epochs at which ASHA may stop a trial: ``grace_period * reduction_factor**k`` below
-    ``max_t`` (Ray's ``_Bracket`` with one bracket; a rung at ``max_t`` itself stops nothing)."""
+    ``max_t`` (Ray's ``_Bracket`` with one bracket; a rung at ``max_t`` itself saves nothing:
+    the trials it stops have run every epoch)."""
     count = int(np.log(max_t / grace_period) / np.log(reduction_factor) + 1) if max_t >= grace_period else 0
     return [m for m in (grace_period * reduction_factor**k for k in range(count)) if m < max_t]
 
@@ -301,7 +302,7 @@ def _mlflow_run(client, experiment_id: str, tag: str, value: str, run_name: str,
 
 def tune_trial(params: dict[str, Any]) -> None:
     """The Tune function trainable: one TorchTrainer run whose epochs Tune sees as iterations.
-    Its MLflow child run opens when the trial starts and is ended when it ends."""
+    Its MLflow child run opens when the trial starts; it ends it when training returns."""
     from mlflow.tracking import MlflowClient
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -319,12 +320,10 @@ def tune_trial(params: dict[str, Any]) -> None:
     )
     for key in SEARCH_SPACE:
         client.log_param(child, key, str(params[key]))
-    try:
-        result = build_trainer(config, callbacks=[TuneReportCallback()]).fit()
-    except BaseException:
-        client.set_terminated(child, "FAILED")
-        raise
-    client.set_terminated(child, "FAILED" if result.error else "FINISHED")
+    # fit() raises on a training error; a trial Tune stops (ASHA) is killed inside it. Either way
+    # the driver ends this run afterwards, from Tune's own verdict (close_trial_runs).
+    build_trainer(config, callbacks=[TuneReportCallback()]).fit()
+    client.set_terminated(child, "FINISHED")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,8 +376,9 @@ def trial_rows(results, config: SearchConfig, intervals: dict[str, tuple[float, 
 
 
 def close_trial_runs(client, experiment_id: str, parent_run_id: str, rows: list[TrialRow]) -> None:
-    """End the MLflow child runs of trials that ASHA stopped (their function was stopped, so
-    it could not end its run) or that failed, at the trial's end time."""
+    """End the MLflow child runs still open, at their trial's end time: trials ASHA stopped
+    (Tune kills the trial function, so it cannot end its run; ASHA's rung at the last epoch
+    stops trials that already ran every epoch too) are FINISHED, failed trials FAILED."""
     runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10_000)
     by_trial = {r.trial_id: r for r in rows}
     for run in runs:
@@ -469,8 +469,8 @@ def run_tuning(config: SearchConfig) -> TuneOutcome:
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode="max", num_samples=config.num_samples,
                 max_concurrent_trials=None,  # held by the search algorithm itself (see the module doc)
-                # stop_last_trials=False: a trial that reaches max_t ends by itself, its trainer
-                # shutting down cleanly, instead of being killed right after its last report
+                # stop_last_trials=False: reaching max_t alone does not kill a trial right after its
+                # last report (a rung that falls on max_t still can: close_trial_runs covers it)
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=config.epochs,
                                         grace_period=config.grace_period, reduction_factor=config.reduction_factor,
                                         stop_last_trials=False),
