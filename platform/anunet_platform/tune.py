@@ -28,15 +28,15 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from anunet_platform.ingest import read_summary
+from anunet_core.atomic import write_atomic
+from anunet_platform.ingest import case_error, read_summary
 from anunet_platform.train import DEPTHS, TrainConfig, TrainResult, build_trainer, default_storage_path, run_training, split_files
 from anunet_platform.tune_report import (
     TrialRow,
@@ -340,14 +340,6 @@ class TuneOutcome:
     mlflow_parent_run_id: str
     report: TuneReport | None = None
     registered: TrainResult | None = None
-    files: dict[str, Path] = field(default_factory=dict)
-
-
-def _one_line(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:300]
 
 
 def trial_rows(results, config: SearchConfig, intervals: dict[str, tuple[float, float]]) -> list[TrialRow]:
@@ -368,7 +360,7 @@ def trial_rows(results, config: SearchConfig, intervals: dict[str, tuple[float, 
         started, ended = intervals.get(trial_id, (None, None))
         rows.append(TrialRow(
             trial_id=trial_id, **point, dice_history=dice, best_dice=best, max_epochs=config.epochs,
-            error=_one_line(result.error), is_default=config.with_default_trial and all(
+            error=case_error(result.error) if result.error else None, is_default=config.with_default_trial and all(
                 math.isclose(point[k], DEFAULT_POINT[k], rel_tol=1e-9) for k in SEARCH_SPACE),
             started=started, ended=ended,
         ))
@@ -488,38 +480,26 @@ def run_tuning(config: SearchConfig) -> TuneOutcome:
         rows=rows, best=best, comparison=compare_to_default(rows, best), max_concurrent_trials=concurrent,
         observed_concurrency=observed_concurrency([(r.started, r.ended) for r in rows if r.started is not None]),
     )
-    table = format_trials_table(rows, best)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        (folder / TRIALS_MD).write_text(table + "\n\n" + format_summary(report) + "\n")
-        report.files = {
-            "table": folder / TRIALS_MD,
-            "csv": write_trials_csv(rows, folder / TRIALS_CSV),
-            "chart": plot_dice_map(rows, folder / DICE_MAP, title=f"{name}: validation Dice over alpha x gamma",
-                                   alpha_range=config.alpha_range, gamma_range=config.gamma_range),
-        }
-        _log_report(client, parent, report, concurrent)
-        report.files = {key: _keep(p, path) for key, p in report.files.items()}
-    print(f"tuning {name}: trials (best validation Dice per depth; * best)\n{table}\n{format_summary(report)}\n"
+    table, summary_text = format_trials_table(rows, best), format_summary(report)
+    chart_title = f"{name}: validation Dice over alpha x gamma"
+    report.files = {  # beside the experiment, each written atomically
+        "table": write_atomic(path / TRIALS_MD, lambda tmp: tmp.write_text(f"{table}\n\n{summary_text}\n")),
+        "csv": write_atomic(path / TRIALS_CSV, lambda tmp: write_trials_csv(rows, tmp)),
+        "chart": write_atomic(path / DICE_MAP, lambda tmp: plot_dice_map(
+            rows, tmp, title=chart_title, alpha_range=config.alpha_range, gamma_range=config.gamma_range)),
+    }
+    _log_report(client, parent, report, concurrent)
+    print(f"tuning {name}: trials (best validation Dice per depth; * best)\n{table}\n{summary_text}\n"
           f"files: {', '.join(str(p) for p in report.files.values())}; MLflow parent run {parent}")
 
     best_config = {k: float(getattr(best, k)) for k in SEARCH_SPACE}
-    outcome = TuneOutcome(name, best_config, best.score, len(results), parent, report=report, files=report.files)
+    outcome = TuneOutcome(name, best_config, best.score, len(results), parent, report=report)
     if config.register:
         outcome.registered = run_training(
             replace(train_config, **best_config, run_name=f"{name}-best", storage_path=storage / name / "best",
                     experiment=config.experiment, register=True, max_failures=2)
         )
     return outcome
-
-
-def _keep(file: Path, folder: Path) -> Path:
-    """Copy a report file into the experiment's folder, atomically; returns the copy."""
-    from anunet_core.atomic import write_atomic
-
-    target = folder / file.name
-    write_atomic(target, lambda tmp: tmp.write_bytes(file.read_bytes()))
-    return target
 
 
 __all__ = [
