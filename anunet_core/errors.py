@@ -1,0 +1,32 @@
+"""The project's one formatter of error reasons: any exception -> one line a person can read.
+
+Every manifest row, errors.json entry, MLflow tag and job exit message that reports a failure
+goes through :func:`one_line`, so reasons look the same everywhere.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MAX_REASON_CHARS", "one_line"]
+
+MAX_REASON_CHARS = 400
+"""Longest reason kept: longer ones are cut and end in ``...``."""
+
+
+def one_line(error: BaseException | str, limit: int = MAX_REASON_CHARS) -> str:
+    """One line for ``error``: its message with whitespace (newlines too) collapsed.
+
+    A ``ValueError`` (bad input: its message is meant for the user) is its message alone; any
+    other exception (a bug or a system failure) is prefixed with its type, unless the message
+    already names it, so the reason says what kind of failure it was. A message-less exception
+    is its type name. Longer than ``limit`` characters: cut to ``limit`` ending in ``...``.
+    """
+    text = " ".join(str(error).split())
+    if isinstance(error, BaseException):
+        kind = type(error).__name__
+        if not text:
+            text = kind
+        elif not isinstance(error, ValueError) and kind not in text:
+            text = f"{kind}: {text}"
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text

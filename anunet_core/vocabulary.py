@@ -1,0 +1,132 @@
+"""The project's one vocabulary: organs, modalities, depths and label tables, with their checks.
+
+Every module that names an organ, a modality or a depth, or maps label values to organs,
+imports it from here, so a new organ or label convention is added in exactly one place.
+
+Organs and label values
+    The paper segments three organs. Label files use TotalSegmentator's CT "total" class map
+    (:data:`TOTALSEG_LABELS`), and an organ is a set of label values
+    (:data:`ORGAN_LABEL_VALUES`): the paper's kidney is both kidneys. Public challenge
+    archives use their own tables, mapped here as well: LiTS (:data:`LITS_LABELS`), the
+    Medical Segmentation Decathlon (:data:`MSD_LABELS`) and CHAOS, whose ground truth is
+    8-bit PNG grey values (:data:`CHAOS_GREY`).
+
+Depths
+    ANU-Net has four nested heads X0,1..X0,4; ``depth`` d = 1..4 is the pruned network whose
+    output is X0,d (:data:`DEPTHS`).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping
+
+__all__ = [
+    "CHAOS_GREY",
+    "CHAOS_GREY_RANGES",
+    "DEPTHS",
+    "LITS_LABELS",
+    "MAX_DEPTH",
+    "MODALITIES",
+    "MSD_LABELS",
+    "ORGANS",
+    "ORGAN_LABEL_VALUES",
+    "TOTALSEG_LABELS",
+    "is_depth",
+    "validate_depth",
+    "validate_modality",
+    "validate_organ",
+]
+
+ORGANS: tuple[str, ...] = ("liver", "spleen", "kidney")
+"""The organs the paper segments (kidney = left + right)."""
+
+MODALITIES: tuple[str, ...] = ("CT", "MR")
+"""Scan modalities, spelled as DICOM's Modality tag."""
+
+MAX_DEPTH = 4
+DEPTHS: tuple[int, ...] = tuple(range(1, MAX_DEPTH + 1))
+"""ANU-Net's pruning depths: depth d outputs the nested head X0,d."""
+
+TOTALSEG_LABELS: Mapping[str, int] = MappingProxyType(
+    {
+        "spleen": 1,
+        "kidney_right": 2,
+        "kidney_left": 3,
+        "gallbladder": 4,
+        "liver": 5,
+        "stomach": 6,
+        "pancreas": 7,
+        "lung_lower_lobe_left": 11,
+        "lung_lower_lobe_right": 14,
+        **{
+            f"vertebrae_{level}": 26 + n
+            for n, level in enumerate(["S1", "L5", "L4", "L3", "L2", "L1", *(f"T{t}" for t in range(12, 0, -1))])
+        },
+        "heart": 51,
+        "aorta": 52,
+        "inferior_vena_cava": 63,
+    }
+)
+"""Structure name -> label value in TotalSegmentator's CT "total" class map (the structures our
+phantoms draw; 0 is background)."""
+
+ORGAN_LABEL_VALUES: Mapping[str, tuple[int, ...]] = MappingProxyType(
+    {
+        "liver": (TOTALSEG_LABELS["liver"],),
+        "spleen": (TOTALSEG_LABELS["spleen"],),
+        "kidney": (TOTALSEG_LABELS["kidney_right"], TOTALSEG_LABELS["kidney_left"]),
+    }
+)
+"""The paper's organs -> the TotalSegmentator label values that make up each."""
+
+LITS_LABELS: Mapping[str, int] = MappingProxyType({"liver": 1, "liver_tumor": 2})
+"""LiTS segmentation values (the tumour lies inside the liver; no other organ is labelled)."""
+
+MSD_LABELS: Mapping[str, int] = MappingProxyType({"organ": 1, "tumor": 2})
+"""Medical Segmentation Decathlon values: the task's organ and a tumour inside it."""
+
+CHAOS_GREY: tuple[tuple[int, int, int, int], ...] = (
+    (TOTALSEG_LABELS["liver"], 63, 55, 70),
+    (TOTALSEG_LABELS["kidney_right"], 126, 110, 135),
+    (TOTALSEG_LABELS["kidney_left"], 189, 175, 200),
+    (TOTALSEG_LABELS["spleen"], 252, 240, 255),
+)
+"""CHAOS ground-truth PNGs: ``(TotalSegmentator label, grey value written, lowest grey read,
+highest grey read)`` per structure (the CHAOS README's ranges, inclusive)."""
+
+CHAOS_GREY_RANGES: tuple[tuple[int, int, int], ...] = tuple((low, high, label) for label, _, low, high in CHAOS_GREY)
+"""``(lowest grey, highest grey, label value)``: how a CHAOS PNG is decoded."""
+
+
+def validate_organ(organ: str) -> str:
+    """Lower-cased organ name, checked against :data:`ORGANS` (``ValueError`` otherwise)."""
+    name = str(organ).strip().lower()
+    if name not in ORGANS:
+        raise ValueError(f"organ must be one of {ORGANS}, got {organ!r}")
+    return name
+
+
+def validate_modality(modality: str) -> str:
+    """Upper-cased modality, checked against :data:`MODALITIES` (``ValueError`` otherwise)."""
+    name = str(modality).strip().upper()
+    if name not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    return name
+
+
+def is_depth(depth: object) -> bool:
+    """True for an ``int`` (not a bool) in :data:`DEPTHS`."""
+    return isinstance(depth, int) and not isinstance(depth, bool) and depth in DEPTHS
+
+
+def validate_depth(depth: object, what: str = "depth") -> int:
+    """``depth`` as an int in :data:`DEPTHS` (integral numbers accepted), else ``ValueError``."""
+    try:
+        value = int(depth)  # type: ignore[call-overload]
+        integral = not isinstance(depth, bool) and value == depth
+    except (TypeError, ValueError):
+        integral = False
+    if not integral or value not in DEPTHS:
+        raise ValueError(f"{what} must be one of 1..{MAX_DEPTH}, got {depth!r}")
+    return value

@@ -1,0 +1,237 @@
+"""What the stages hand each other: the one place their file layouts and schemas are defined.
+
+Stages import this module, never each other. Two contracts:
+
+Dataset (``jobs/ingest.py`` writes it, ``jobs/train.py`` and ``jobs/tune.py`` read it)::
+
+    DATASET_DIR/
+      train/<case_id>.parquet   val/<case_id>.parquet   test/<case_id>.parquet
+      summary.json              (DatasetSummary: recipe, counts, checksum)
+      errors.json               ([{case_id, source, error}], one line per failed case)
+
+    One Parquet row per 2-D slice, columns of :data:`SLICE_SCHEMA`. ``image`` is the
+    preprocessed slice ``(size, size)`` as little-endian float16 bytes, row-major, in
+    ``anunet_core.preprocessing.OUTPUT_RANGE``; ``mask`` the organ mask as uint8 0/1 bytes.
+    The segment job sends slices between its stages with the same encoding
+    (:func:`encode_slices` / :func:`decode_slices_bytes`), so the model sees at inference
+    exactly the values it was trained on.
+
+Segmentation output (``jobs/segment.py`` writes it, ``jobs/evaluate.py`` reads it)::
+
+    OUT/masks/{case_id}.nii.gz      uint8 0/1, the source scan's exact shape and affine
+    OUT/previews/{case_id}.png      a few axial slices with the mask outline
+    OUT/records/{case_id}.json      the case's manifest row, written when the case is done
+    OUT/manifest.parquet            one row per case, columns of MANIFEST_SCHEMA
+    OUT/summary.json                counts, slices/s, the depth choice and its reason
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = [
+    "DATASET_ERRORS_FILE",
+    "DATASET_SUMMARY_FILE",
+    "MANIFEST_FILE",
+    "MANIFEST_SCHEMA",
+    "MANIFEST_STATUSES",
+    "MASKS_DIR",
+    "MASK_SUFFIX",
+    "PREVIEWS_DIR",
+    "RECORDS_DIR",
+    "SEGMENT_SUMMARY_FILE",
+    "SLICE_DTYPE",
+    "SLICE_SCHEMA",
+    "SPLITS",
+    "DatasetError",
+    "DatasetSummary",
+    "decode_batch",
+    "decode_slices",
+    "decode_slices_bytes",
+    "encode_masks",
+    "encode_slices",
+    "prediction_path",
+    "preview_path",
+    "read_manifest",
+    "read_summary",
+    "record_path",
+    "split_files",
+]
+
+# ----------------------------------------------------------------------------------------------
+# Dataset: ingest -> train, tune
+# ----------------------------------------------------------------------------------------------
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+DATASET_SUMMARY_FILE = "summary.json"
+DATASET_ERRORS_FILE = "errors.json"
+SLICE_DTYPE = np.dtype("<f2")
+"""How image slices travel and are stored: little-endian float16, values in [0, 1]."""
+
+SLICE_SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("patient_id", pa.string()),
+        ("slice_index", pa.int32()),
+        ("split", pa.string()),
+        ("organ", pa.string()),
+        ("modality", pa.string()),
+        ("image", pa.binary()),
+        ("mask", pa.binary()),
+        ("size", pa.int32()),
+        ("spacing", pa.list_(pa.float64(), 3)),  # mm: row, column (resized slice), slice step
+        ("source", pa.string()),
+        ("source_sha256", pa.string()),
+        ("preprocessing_version", pa.string()),
+    ]
+)
+
+
+class DatasetError(ValueError):
+    """A folder is not an ingested dataset, or lacks a split (one line naming it)."""
+
+
+@dataclass
+class DatasetSummary:
+    """``summary.json``: the dataset at a glance, and its checksum (the registry's ``dataset``)."""
+
+    organ: str
+    modality: str
+    size: int
+    layout: str
+    label_values: list[int] | None
+    preprocessing_version: str
+    seed: int
+    source: str
+    splits: dict[str, dict[str, float]] = field(default_factory=dict)
+    errors: int = 0
+    checksum: str = ""
+    seconds: float = 0.0
+
+    def table(self) -> str:
+        lines = [f"{'split':<6} {'cases':>6} {'slices':>7} {'organ slices':>13} {'organ pixel %':>14}"]
+        for split in SPLITS:
+            s = self.splits.get(split, {})
+            lines.append(
+                f"{split:<6} {int(s.get('cases', 0)):>6} {int(s.get('slices', 0)):>7} "
+                f"{int(s.get('organ_slices', 0)):>13} {100 * s.get('organ_pixel_fraction', 0.0):>13.2f}%"
+            )
+        lines.append(f"errors: {self.errors}    checksum: {self.checksum[:16]}    {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def read_summary(dataset: str | os.PathLike) -> DatasetSummary:
+    """The :class:`DatasetSummary` of an ingested dataset folder."""
+    path = Path(dataset) / DATASET_SUMMARY_FILE
+    if not path.is_file():
+        raise DatasetError(f"{dataset} is not an ingested dataset (no {DATASET_SUMMARY_FILE})")
+    return DatasetSummary(**json.loads(path.read_text()))
+
+
+def split_files(data: str | os.PathLike, split: str) -> list[str]:
+    """The Parquet shards of one split, sorted; none raises :class:`DatasetError`."""
+    data = Path(data)
+    files = sorted(str(p) for p in (data / split).glob("*.parquet"))
+    if not files:
+        raise DatasetError(f"{data} has no {split} slices ({data / split}/*.parquet); run jobs/ingest.py first")
+    return files
+
+
+def encode_slices(slices: np.ndarray) -> bytes:
+    """Image slices ``(..., size, size)`` in [0, 1] -> float16 bytes (row-major)."""
+    return np.ascontiguousarray(slices, dtype=SLICE_DTYPE).tobytes()
+
+
+def encode_masks(masks: np.ndarray) -> bytes:
+    """Masks ``(..., size, size)`` 0/1 -> uint8 bytes (row-major)."""
+    return np.ascontiguousarray(masks, dtype=np.uint8).tobytes()
+
+
+def decode_slices_bytes(data: bytes, num_slices: int, size: int) -> np.ndarray:
+    """Inverse of :func:`encode_slices`: read-only float16 ``(num_slices, size, size)``."""
+    return np.frombuffer(data, dtype=SLICE_DTYPE).reshape(num_slices, size, size)
+
+
+def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Ray Data ``map_batches`` step over slice rows: ``image`` float16 ``(N, S, S)`` and
+    ``mask`` uint8 ``(N, S, S)`` (the only columns training needs)."""
+    size = int(batch["size"][0])
+    n = len(batch["size"])
+    image = decode_slices_bytes(b"".join(batch["image"]), n, size)
+    mask = np.frombuffer(b"".join(batch["mask"]), dtype=np.uint8).reshape(n, size, size)
+    return {"image": image.copy(), "mask": mask.copy()}
+
+
+def decode_slices(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, size, size)`` float32 and masks ``(N, size, size)`` uint8 of slice rows."""
+    n = table.num_rows
+    if n == 0:
+        return np.zeros((0, 0, 0), np.float32), np.zeros((0, 0, 0), np.uint8)
+    decoded = decode_batch({name: table.column(name).to_pylist() for name in ("image", "mask", "size")})
+    return decoded["image"].astype(np.float32), decoded["mask"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Segmentation output: segment -> evaluate
+# ----------------------------------------------------------------------------------------------
+
+MASKS_DIR = "masks"
+PREVIEWS_DIR = "previews"
+RECORDS_DIR = "records"
+MANIFEST_FILE = "manifest.parquet"
+SEGMENT_SUMMARY_FILE = "summary.json"
+MASK_SUFFIX = ".nii.gz"
+MANIFEST_STATUSES: tuple[str, ...] = ("ok", "failed", "skipped")
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("source", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("depth", pa.int32()),
+        ("model_version", pa.string()),
+        ("organ_voxels", pa.int64()),
+        ("organ_ml", pa.float64()),
+        ("seconds", pa.float64()),
+        ("slices", pa.int32()),
+        ("depth_reason", pa.string()),
+    ]
+)
+
+
+def prediction_path(out: str | os.PathLike, case_id: str) -> Path:
+    """``OUT/masks/{case_id}.nii.gz``: where the segment job writes a case's mask."""
+    return Path(out) / MASKS_DIR / f"{case_id}{MASK_SUFFIX}"
+
+
+def preview_path(out: str | os.PathLike, case_id: str) -> Path:
+    """``OUT/previews/{case_id}.png``."""
+    return Path(out) / PREVIEWS_DIR / f"{case_id}.png"
+
+
+def record_path(out: str | os.PathLike, case_id: str) -> Path:
+    """``OUT/records/{case_id}.json``: the finished case's manifest row."""
+    return Path(out) / RECORDS_DIR / f"{case_id}.json"
+
+
+def read_manifest(out: str | os.PathLike, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    """The rows of ``OUT/manifest.parquet`` (the ``columns`` of them that exist, or all).
+
+    Raises ``FileNotFoundError`` when there is none and ``ValueError`` when it has no
+    ``case_id`` column; pyarrow's own errors for an unreadable file.
+    """
+    table = pq.read_table(Path(out) / MANIFEST_FILE)
+    if "case_id" not in table.column_names:
+        raise ValueError("no case_id column")
+    if columns is not None:
+        table = table.select([c for c in columns if c in table.column_names])
+    return table.to_pylist()
