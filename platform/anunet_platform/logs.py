@@ -34,7 +34,8 @@ def configure_job_logging(level: int = logging.INFO) -> logging.Logger:
     """Install the job's stdout handler on the ``anunet_platform`` logger (idempotent).
 
     Returns the platform logger. Safe to call in every process; a second call changes only the
-    level.
+    level. Records still propagate to the root logger (pytest's ``caplog`` sees them); the
+    root's own stderr handler, installed here only where there is none, leaves them out.
     """
     platform = logging.getLogger(PLATFORM_LOGGER)
     platform.setLevel(level)
@@ -43,7 +44,12 @@ def configure_job_logging(level: int = logging.INFO) -> logging.Logger:
         handler.set_name(_HANDLER_NAME)
         handler.setFormatter(_LevelPrefix("%(message)s"))
         platform.addHandler(handler)
-        platform.propagate = False
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    if not root.handlers:
+        other = logging.StreamHandler(sys.stderr)
+        other.setLevel(logging.WARNING)
+        other.addFilter(lambda record: not record.name.startswith(PLATFORM_LOGGER))  # already on stdout
+        other.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(other)
+        root.setLevel(logging.WARNING)
     return platform
