@@ -38,8 +38,7 @@ undoes steps 3 and 2, giving a uint8 mask on the original voxel grid.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -47,27 +46,24 @@ import torch.nn.functional as F
 from nibabel.orientations import (
     apply_orientation,
     axcodes2ornt,
-    inv_ornt_aff,
     io_orientation,
     ornt_transform,
 )
 
-from anunet_core.volumes import Volume
+from anunet_core.io.geometry import SliceGeometry
+from anunet_core.io.volume import Volume
 
 __all__ = [
     "CT_WINDOW_HU",
     "DEFAULT_SIZE",
     "MR_PERCENTILES",
-    "ORGANS",
     "OUTPUT_RANGE",
     "PREPROCESSING_VERSION",
-    "SliceGeometry",
     "label_to_mask",
     "normalize_intensity",
     "preprocess_label",
     "preprocess_volume",
     "restore_mask",
-    "validate_organ",
 ]
 
 PREPROCESSING_VERSION = "anunet-prep-1"
@@ -75,124 +71,9 @@ CT_WINDOW_HU: tuple[float, float] = (-200.0, 200.0)
 MR_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 OUTPUT_RANGE: tuple[float, float] = (0.0, 1.0)
 DEFAULT_SIZE = 256
-ORGANS: tuple[str, ...] = ("liver", "spleen", "kidney")
 
 _RAS = axcodes2ornt(("R", "A", "S"))
 _CHUNK = 64  # slices resized per torch call (bounds peak memory on big volumes)
-
-
-# ----------------------------------------------------------------------------------------------
-# Geometry record
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SliceGeometry:
-    """Everything needed to map model slices back onto the source voxel grid.
-
-    Attributes:
-        original_shape: source ``volume.array`` shape ``(I, J, K0)``.
-        original_affine: source affine (voxel -> RAS+ mm), 4 rows of 4 floats.
-        ornt: the orientation transform applied (nibabel ``ornt``, one ``(ras_axis, flip)``
-            pair per source axis; ``flip`` is 1 or -1): source array -> canonical RAS.
-        inplane_shape: ``(rows, cols)`` of each slice before resizing (radiological view).
-        size: the slices' side after resizing (model input is ``(K, size, size)``).
-        modality: ``"CT"`` or ``"MR"``.
-        intensity_window: the input intensities mapped to the ends of ``output_range``: the
-            HU window for CT, the measured percentile values for MR.
-        percentiles: MR percentiles used (e.g. ``(0.5, 99.5)``); ``None`` for CT.
-        output_range: the normalised intensity range, ``(0.0, 1.0)``.
-        version: ``PREPROCESSING_VERSION`` of the code that made it.
-
-    ``to_dict()`` gives JSON-ready plain lists/numbers; ``from_dict`` rebuilds an equal record.
-    """
-
-    original_shape: tuple[int, int, int]
-    original_affine: tuple[tuple[float, float, float, float], ...]
-    ornt: tuple[tuple[int, int], ...]
-    inplane_shape: tuple[int, int]
-    size: int
-    modality: str
-    intensity_window: tuple[float, float]
-    percentiles: tuple[float, float] | None
-    output_range: tuple[float, float] = OUTPUT_RANGE
-    version: str = PREPROCESSING_VERSION
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "original_shape", tuple(int(v) for v in self.original_shape))
-        set_(
-            self,
-            "original_affine",
-            tuple(tuple(float(v) for v in row) for row in np.asarray(self.original_affine)),
-        )
-        set_(self, "ornt", tuple((int(a), int(f)) for a, f in np.asarray(self.ornt)))
-        set_(self, "inplane_shape", tuple(int(v) for v in self.inplane_shape))
-        set_(self, "size", int(self.size))
-        set_(self, "modality", str(self.modality).upper())
-        set_(self, "intensity_window", tuple(float(v) for v in self.intensity_window))
-        if self.percentiles is not None:
-            set_(self, "percentiles", tuple(float(v) for v in self.percentiles))
-        set_(self, "output_range", tuple(float(v) for v in self.output_range))
-        if len(self.original_shape) != 3 or len(self.ornt) != 3:
-            raise ValueError("SliceGeometry: original_shape and ornt must have 3 entries")
-        if np.asarray(self.original_affine).shape != (4, 4):
-            raise ValueError("SliceGeometry: original_affine must be 4x4")
-        if sorted(a for a, _ in self.ornt) != [0, 1, 2] or any(
-            f not in (-1, 1) for _, f in self.ornt
-        ):
-            raise ValueError(f"SliceGeometry: invalid orientation transform {self.ornt}")
-        if len(self.inplane_shape) != 2 or self.size < 1:
-            raise ValueError("SliceGeometry: inplane_shape must be (rows, cols), size >= 1")
-
-    @property
-    def num_slices(self) -> int:
-        """K: the number of axial slices (the source axis that became S)."""
-        src_axis = [a for a, (ras, _) in enumerate(self.ornt) if ras == 2][0]
-        return self.original_shape[src_axis]
-
-    @property
-    def affine(self) -> np.ndarray:
-        """The source affine as a (4, 4) float64 array."""
-        return np.array(self.original_affine, dtype=np.float64)
-
-    @property
-    def canonical_affine(self) -> np.ndarray:
-        """Affine of the reoriented (RAS) array: voxel -> RAS+ mm."""
-        return self.affine @ inv_ornt_aff(np.array(self.ornt, float), self.original_shape)
-
-    @property
-    def pixel_spacing_mm(self) -> tuple[float, float]:
-        """Pixel size in mm of the resized slices, (row, col) = (A-P, R-L) axes."""
-        sp = np.linalg.norm(self.canonical_affine[:3, :3], axis=0)  # (R, A, S) axes
-        rows, cols = self.inplane_shape
-        return (float(sp[1] * rows / self.size), float(sp[0] * cols / self.size))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (lists and numbers); inverse of :meth:`from_dict`."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = _to_lists(value)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SliceGeometry:
-        """Rebuild from :meth:`to_dict` output (keeps the recorded ``version``)."""
-        names = {f.name for f in fields(cls)}
-        missing = names - set(data) - {"output_range", "version"}
-        if missing:
-            raise ValueError(f"SliceGeometry.from_dict: missing keys {sorted(missing)}")
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"SliceGeometry.from_dict: unknown keys {sorted(unknown)}")
-        return cls(**data)
-
-
-def _to_lists(value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return [_to_lists(v) for v in value]
-    return value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,6 +204,8 @@ def preprocess_volume(
         modality=volume.modality,
         intensity_window=window,
         percentiles=pct,
+        output_range=OUTPUT_RANGE,
+        version=PREPROCESSING_VERSION,
     )
     return _resize_bilinear(view, (size, size)), geometry
 
@@ -331,7 +214,7 @@ def preprocess_label(label_array: np.ndarray, geometry: SliceGeometry) -> np.nda
     """Label volume on the image's voxel grid -> uint8 slices ``(K, size, size)``.
 
     ``label_array`` must have ``geometry.original_shape`` (align it first with
-    :func:`anunet_core.volumes.align_label_to_image`) and values in 0..255 (label values or a
+    :func:`anunet_core.io.align_label_to_image`) and values in 0..255 (label values or a
     binary mask: nearest neighbour keeps the values). Same reorientation and view as the image.
     """
     labels = np.asarray(label_array)
@@ -364,7 +247,7 @@ def restore_mask(
 
     Returns:
         uint8 mask (0/1) of shape ``geometry.original_shape`` in the source axis order, ready
-        for :func:`anunet_core.volumes.write_mask` with the source volume.
+        for :func:`anunet_core.io.write_mask` with the source volume.
     """
     if isinstance(slices, torch.Tensor):
         slices = slices.detach().to("cpu", torch.float32).numpy()
@@ -398,11 +281,3 @@ def label_to_mask(label_array: np.ndarray, label_values: Iterable[int]) -> np.nd
     if not values:
         raise ValueError("label_values must name at least one label value")
     return np.isin(np.asarray(label_array), values).astype(np.uint8)
-
-
-def validate_organ(organ: str) -> str:
-    """Lower-cased organ name, checked against :data:`ORGANS`."""
-    name = str(organ).strip().lower()
-    if name not in ORGANS:
-        raise ValueError(f"organ must be one of {ORGANS}, got {organ!r}")
-    return name

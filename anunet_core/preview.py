@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from anunet_core.atomic import write_atomic
+from anunet_core.io.atomic import write_atomic
 
 OUTLINE_RGB = (255, 40, 40)
 DEFAULT_PANELS = 3

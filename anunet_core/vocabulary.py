@@ -121,12 +121,8 @@ def is_depth(depth: object) -> bool:
 
 
 def validate_depth(depth: object, what: str = "depth") -> int:
-    """``depth`` as an int in :data:`DEPTHS` (integral numbers accepted), else ``ValueError``."""
-    try:
-        value = int(depth)  # type: ignore[call-overload]
-        integral = not isinstance(depth, bool) and value == depth
-    except (TypeError, ValueError):
-        integral = False
-    if not integral or value not in DEPTHS:
+    """``depth`` itself when it is an ``int`` (not a bool) in :data:`DEPTHS`, else ``ValueError``
+    naming ``what`` (``2.0`` and ``"2"`` are refused: a depth is never a float or a string)."""
+    if not is_depth(depth):
         raise ValueError(f"{what} must be one of 1..{MAX_DEPTH}, got {depth!r}")
-    return value
+    return depth  # type: ignore[return-value]

@@ -1,19 +1,24 @@
-"""Scans in and masks out: the volume type, NIfTI, DICOM series, label alignment, atomic writes."""
+"""Scans in and masks out, in each scan's own geometry.
 
-from anunet_core.atomic import write_atomic
-from anunet_core.preprocessing import SliceGeometry
-from anunet_core.volumes import (
-    LabelMismatchError,
-    Volume,
-    VolumeReadError,
-    align_label_to_image,
-    read_dicom_series,
-    read_label_nifti,
-    read_nifti,
-    read_volume,
-    voxel_volume_ml,
-    write_mask,
-)
+One concept per module:
+
+- ``volume``: :class:`Volume` (array, affine, modality, case id) and the read errors;
+- ``geometry``: :class:`SliceGeometry`, the record that maps model slices back to a scan;
+- ``nifti``: NIfTI images and labels in, masks out (:func:`write_mask`);
+- ``dicom``: one DICOM series in (:func:`read_dicom_series`), the slice-order rule and the
+  DICOM sniffing rule;
+- ``labels``: :func:`align_label_to_image`, a label grid onto its image's, exactly;
+- ``read``: :func:`read_volume`, whichever the scan is stored as;
+- ``atomic``: :func:`write_atomic`, the one way every output file is written.
+"""
+
+from anunet_core.io.atomic import write_atomic
+from anunet_core.io.dicom import has_dicom_preamble, is_image_sop_class, read_dicom_series, slice_order
+from anunet_core.io.geometry import SliceGeometry
+from anunet_core.io.labels import align_label_to_image
+from anunet_core.io.nifti import is_nifti_name, read_label_nifti, read_nifti, write_mask
+from anunet_core.io.read import read_volume
+from anunet_core.io.volume import LabelMismatchError, Volume, VolumeReadError, spacing_mm, voxel_volume_ml
 
 __all__ = [
     "LabelMismatchError",
@@ -21,10 +26,15 @@ __all__ = [
     "Volume",
     "VolumeReadError",
     "align_label_to_image",
+    "has_dicom_preamble",
+    "is_image_sop_class",
+    "is_nifti_name",
     "read_dicom_series",
     "read_label_nifti",
     "read_nifti",
     "read_volume",
+    "slice_order",
+    "spacing_mm",
     "voxel_volume_ml",
     "write_atomic",
     "write_mask",

@@ -7,17 +7,8 @@ Stages (a Ray Data pipeline over cases, one task per case, streamed):
     -> keep organ slices and a share of organ-free ones -> one Parquet shard per case
     -> summary.json + errors.json beside the shards
 
-Dataset layout::
-
-    DATASET_DIR/
-      train/<case_id>.parquet   val/<case_id>.parquet   test/<case_id>.parquet
-      summary.json              errors.json
-
-Each row is one slice: case_id, patient_id, slice_index, split, organ, modality, image
-(float16 bytes, size x size, row-major, in preprocessing.OUTPUT_RANGE), mask (uint8 bytes,
-0/1), size, spacing (row mm, col mm, slice mm of the resized slice), source (path relative to
-the archive), source_sha256, preprocessing_version. Shards are written atomically, and the
-dataset folder appears whole: it is built in a staging folder beside DATASET_DIR and renamed.
+The dataset's layout and slice rows are the contract of :mod:`anunet_platform.contracts`
+(ingest writes it, train and tune read it).
 
 A case that cannot be read, or whose label does not fit its image, is an entry in
 errors.json with a one-line reason; the rest goes on. An archive with no readable case is an
@@ -34,7 +25,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,39 +40,21 @@ from anunet_core.archives import (
     discover_cases,
     load_case,
 )
-from anunet_core.atomic import write_atomic
-from anunet_core.preprocessing import (
-    DEFAULT_SIZE,
-    ORGANS,
-    PREPROCESSING_VERSION,
-    preprocess_label,
-    preprocess_volume,
+from anunet_core.errors import one_line
+from anunet_core.io import write_atomic
+from anunet_core.preprocessing import DEFAULT_SIZE, PREPROCESSING_VERSION, preprocess_label, preprocess_volume
+from anunet_core.vocabulary import MODALITIES, ORGANS
+from anunet_platform.contracts import (
+    DATASET_ERRORS_FILE,
+    DATASET_SUMMARY_FILE,
+    SLICE_SCHEMA,
+    SPLITS,
+    DatasetSummary,
+    encode_masks,
+    encode_slices,
 )
 
 logger = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
-SUMMARY_FILE = "summary.json"
-ERRORS_FILE = "errors.json"
-
-SLICE_SCHEMA = pa.schema(
-    [
-        ("case_id", pa.string()),
-        ("patient_id", pa.string()),
-        ("slice_index", pa.int32()),
-        ("split", pa.string()),
-        ("organ", pa.string()),
-        ("modality", pa.string()),
-        ("image", pa.binary()),
-        ("mask", pa.binary()),
-        ("size", pa.int32()),
-        ("spacing", pa.list_(pa.float64(), 3)),
-        ("source", pa.string()),
-        ("source_sha256", pa.string()),
-        ("preprocessing_version", pa.string()),
-    ]
-)
-
 
 class IngestError(ValueError):
     """The ingest as a whole cannot proceed (bad arguments, nothing readable, output exists)."""
@@ -127,8 +100,8 @@ class IngestConfig:
         object.__setattr__(self, "modality", str(self.modality).upper())
         if self.organ not in ORGANS:
             raise IngestError(f"--organ must be one of {', '.join(ORGANS)}, got {self.organ!r}")
-        if self.modality not in ("CT", "MR"):
-            raise IngestError(f"--modality must be CT or MR, got {self.modality!r}")
+        if self.modality not in MODALITIES:
+            raise IngestError(f"--modality must be {' or '.join(MODALITIES)}, got {self.modality!r}")
         if self.layout != "auto" and self.layout not in LAYOUTS:
             raise IngestError(f"--layout must be auto or one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.size < 16 or self.size % 16:
@@ -159,35 +132,6 @@ class CaseResult:
     source_sha256: str = ""
     seconds: float = 0.0
     error: str | None = None
-
-
-@dataclass
-class DatasetSummary:
-    """``summary.json``: the dataset at a glance, and its checksum (the registry's ``dataset``)."""
-
-    organ: str
-    modality: str
-    size: int
-    layout: str
-    label_values: list[int] | None
-    preprocessing_version: str
-    seed: int
-    source: str
-    splits: dict[str, dict[str, float]] = field(default_factory=dict)
-    errors: int = 0
-    checksum: str = ""
-    seconds: float = 0.0
-
-    def table(self) -> str:
-        lines = [f"{'split':<6} {'cases':>6} {'slices':>7} {'organ slices':>13} {'organ pixel %':>14}"]
-        for split in SPLITS:
-            s = self.splits.get(split, {})
-            lines.append(
-                f"{split:<6} {int(s.get('cases', 0)):>6} {int(s.get('slices', 0)):>7} "
-                f"{int(s.get('organ_slices', 0)):>13} {100 * s.get('organ_pixel_fraction', 0.0):>13.2f}%"
-            )
-        lines.append(f"errors: {self.errors}    checksum: {self.checksum[:16]}    {self.seconds:.1f} s")
-        return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,13 +200,6 @@ def dataset_checksum(results: Sequence[CaseResult], config: IngestConfig) -> str
 # ----------------------------------------------------------------------------------------------
 
 
-def case_error(exc: BaseException) -> str:
-    """One line for a case's failure: the message of a bad-input error (``ValueError``), else
-    the exception type and message (a bug or a system failure should say what it was)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
-
-
 def case_slices(case: Case, split: str, config: IngestConfig) -> tuple[pa.Table, CaseResult]:
     """Read, align, preprocess and select the slices of one case; raises on bad input."""
     start = time.perf_counter()
@@ -286,8 +223,8 @@ def case_slices(case: Case, split: str, config: IngestConfig) -> tuple[pa.Table,
             "split": [split] * n,
             "organ": [config.organ] * n,
             "modality": [config.modality] * n,
-            "image": [images[k].astype("<f2").tobytes() for k in keep],
-            "mask": [masks[k].astype(np.uint8).tobytes() for k in keep],
+            "image": [encode_slices(images[k]) for k in keep],
+            "mask": [encode_masks(masks[k]) for k in keep],
             "size": np.full(n, config.size, dtype=np.int32),
             "spacing": [[row_mm, col_mm, slice_mm]] * n,
             "source": [source] * n,
@@ -325,7 +262,7 @@ def ingest_case(case: Case, split: str, config: IngestConfig, staging: Path) -> 
             patient_id=case.patient_id,
             split=split,
             source=os.path.relpath(case.image, config.source),
-            error=case_error(exc),
+            error=one_line(exc),
         )
 
 
@@ -420,52 +357,28 @@ def run_ingest(config: IngestConfig) -> DatasetSummary:
             result = CaseResult(**{k: row[k] for k in CaseResult.__dataclass_fields__})
             results.append(result)
             status = f"error: {result.error}" if result.error else f"{result.slices} slices, {result.organ_ml:.0f} mL"
-            print(f"[{len(results)}/{len(cases)}] {result.case_id} ({result.split}): {status}", flush=True)
+            logger.info("[%d/%d] %s (%s): %s", len(results), len(cases), result.case_id, result.split, status)
         ok = [r for r in results if r.error is None]
         errors = [{"case_id": r.case_id, "source": r.source, "error": r.error} for r in results if r.error]
         if not ok:
             first = errors[0]["error"] if errors else "no case was processed"
             raise IngestError(f"no readable case in {config.source} ({len(errors)} failed; first: {first})")
         summary = summarise(results, config, layout, time.perf_counter() - start)
-        write_json_atomic(sorted(errors, key=lambda e: e["case_id"]), staging / ERRORS_FILE)
-        write_json_atomic(asdict(summary), staging / SUMMARY_FILE)
+        write_json_atomic(sorted(errors, key=lambda e: e["case_id"]), staging / DATASET_ERRORS_FILE)
+        write_json_atomic(asdict(summary), staging / DATASET_SUMMARY_FILE)
         publish(staging, config.out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(summary.table())
+    logger.info("%s", summary.table())
     if errors:
-        print(f"{len(errors)} case(s) failed; reasons in {config.out / ERRORS_FILE}")
+        logger.info("%d case(s) failed; reasons in %s", len(errors), config.out / DATASET_ERRORS_FILE)
     return summary
-
-
-def read_summary(dataset: Path) -> DatasetSummary:
-    """The :class:`DatasetSummary` of an ingested dataset folder."""
-    path = Path(dataset) / SUMMARY_FILE
-    if not path.is_file():
-        raise IngestError(f"{dataset} is not an ingested dataset (no {SUMMARY_FILE})")
-    return DatasetSummary(**json.loads(path.read_text()))
-
-
-def decode_slices(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Images ``(N, size, size)`` float32 and masks ``(N, size, size)`` uint8 of slice rows."""
-    n = table.num_rows
-    if n == 0:
-        return np.zeros((0, 0, 0), np.float32), np.zeros((0, 0, 0), np.uint8)
-    size = int(table.column("size")[0].as_py())
-    images = np.frombuffer(b"".join(table.column("image").to_pylist()), dtype="<f2").reshape(n, size, size)
-    masks = np.frombuffer(b"".join(table.column("mask").to_pylist()), dtype=np.uint8).reshape(n, size, size)
-    return images.astype(np.float32), masks.copy()
 
 
 __all__ = [
     "CaseResult",
-    "DatasetSummary",
     "IngestConfig",
     "IngestError",
-    "SLICE_SCHEMA",
-    "SPLITS",
-    "decode_slices",
-    "read_summary",
     "run_ingest",
     "select_slices",
     "split_patients",

@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from PIL import Image
 
 from anunet_core.archives import (
     LAYOUTS,
@@ -25,7 +26,6 @@ from anunet_core.archives import (
     source_files,
 )
 from anunet_core.synthetic import (
-    CHAOS_CODES,
     make_phantom,
     write_chaos_mr,
     write_dicom_archive,
@@ -35,7 +35,10 @@ from anunet_core.synthetic import (
     write_nifti_pairs,
     write_png_gray,
 )
-from anunet_core.volumes import LabelMismatchError, Volume, VolumeReadError
+from anunet_core.io import LabelMismatchError, Volume, VolumeReadError
+from anunet_core.vocabulary import CHAOS_GREY
+
+CHAOS_CODES = {label: grey for label, grey, _, _ in CHAOS_GREY}  # label value -> grey written
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 CT_DIR = REAL / "totalseg-ct-dicom"
@@ -225,9 +228,7 @@ def test_chaos_pngs_follow_the_slice_positions_not_the_name_order(archives):
     # spot-check one slice by hand: the PNG named like the DICOM file of slice k holds slice k
     perm = np.random.default_rng(5).permutation(SHAPE[2])
     k = int(np.argmax((phantom.labels == 5).sum(axis=(0, 1))))
-    from anunet_core.synthetic import read_png_gray
-
-    png = read_png_gray(cases["chaos-1-t1in"].label / f"gt_{perm[k]:03d}.png")
+    png = _read_png(cases["chaos-1-t1in"].label / f"gt_{perm[k]:03d}.png")
     np.testing.assert_array_equal((png == CHAOS_CODES[5]).T, masks[0][:, :, k] == 1)
 
 
@@ -515,6 +516,11 @@ def test_chaos_missing_ground_is_no_label(archives, tmp_path):
     assert load_case(case, "liver")[1] is None
 
 
+def _read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as png:
+        return np.asarray(png)
+
+
 def _png(path: Path, array: np.ndarray, color_type: int = 0, filters: bool = True) -> None:
     """An 8-bit PNG with every filter type (rows cycle through 0-4); color type 0 or 2."""
     a = np.asarray(array, dtype=np.int64)
@@ -563,9 +569,7 @@ def test_chaos_pngs_with_all_filter_types_and_ranges(archives, tmp_path):
     rng = np.random.default_rng(0)
     greys = {0: (0, 54), 5: (55, 70), 2: (110, 135), 3: (175, 200), 1: (240, 255)}
     for png in sorted(ground.glob("*.png")):
-        from anunet_core.synthetic import read_png_gray
-
-        codes = read_png_gray(png)
+        codes = _read_png(png)
         out = np.zeros(codes.shape, dtype=np.int64)
         for value, (low, high) in greys.items():
             code = CHAOS_CODES.get(value, 0)

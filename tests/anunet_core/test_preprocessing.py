@@ -14,18 +14,16 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from anunet_core.preprocessing import (
     CT_WINDOW_HU,
     MR_PERCENTILES,
-    ORGANS,
     OUTPUT_RANGE,
     PREPROCESSING_VERSION,
-    SliceGeometry,
     label_to_mask,
     normalize_intensity,
     preprocess_label,
     preprocess_volume,
     restore_mask,
-    validate_organ,
 )
-from anunet_core.volumes import Volume, align_label_to_image, read_dicom_series, read_label_nifti
+from anunet_core.io import SliceGeometry, Volume, align_label_to_image, read_dicom_series, read_label_nifti
+from anunet_core.vocabulary import ORGANS, validate_organ
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 CT_DIR = REAL / "totalseg-ct-dicom"

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from anunet_core.volumes import (
+from anunet_core.io import (
     LabelMismatchError,
     Volume,
     VolumeReadError,

@@ -14,13 +14,10 @@ import pytest
 from anunet_core.archives import discover_cases, load_case
 from anunet_core.preprocessing import normalize_intensity
 from anunet_core.synthetic import make_archive
+from anunet_platform.contracts import DATASET_ERRORS_FILE, DATASET_SUMMARY_FILE, decode_slices, read_summary
 from anunet_platform.ingest import (
-    ERRORS_FILE,
-    SUMMARY_FILE,
     IngestConfig,
     IngestError,
-    decode_slices,
-    read_summary,
     run_ingest,
     select_slices,
     split_patients,
@@ -114,7 +111,7 @@ def config(source: Path, out: Path, **kwargs) -> IngestConfig:
 def test_ingest_writes_patient_split_shards_and_summary(ray_local, ct_archive: Path, tmp_path: Path) -> None:
     out = tmp_path / "dataset"
     summary = run_ingest(config(ct_archive, out))
-    assert (out / SUMMARY_FILE).is_file() and json.loads((out / ERRORS_FILE).read_text()) == []
+    assert (out / DATASET_SUMMARY_FILE).is_file() and json.loads((out / DATASET_ERRORS_FILE).read_text()) == []
     assert read_summary(out).checksum == summary.checksum and len(summary.checksum) == 64
     cases_by_split = {}
     for split in ("train", "val", "test"):
@@ -175,7 +172,7 @@ def test_existing_dataset_is_refused_unless_overwrite(ray_local, ct_archive: Pat
         run_ingest(config(ct_archive, out))
     assert marker.exists(), "a refused run must not touch the existing dataset"
     run_ingest(config(ct_archive, out, overwrite=True))
-    assert not marker.exists() and (out / SUMMARY_FILE).is_file()
+    assert not marker.exists() and (out / DATASET_SUMMARY_FILE).is_file()
 
 
 def test_corrupt_case_is_an_error_row_and_the_rest_goes_on(ray_local, tmp_path: Path) -> None:
@@ -184,7 +181,7 @@ def test_corrupt_case_is_an_error_row_and_the_rest_goes_on(ray_local, tmp_path: 
     victim = sorted(p for p in source.rglob("*.nii.gz") if "label" not in p.name)[0]
     victim.write_bytes(victim.read_bytes()[:200])  # truncated gzip
     summary = run_ingest(config(source, tmp_path / "ds"))
-    errors = json.loads((tmp_path / "ds" / ERRORS_FILE).read_text())
+    errors = json.loads((tmp_path / "ds" / DATASET_ERRORS_FILE).read_text())
     assert summary.errors == 1 and len(errors) == 1
     assert "\n" not in errors[0]["error"] and victim.name in errors[0]["error"]
     assert sum(summary.splits[s]["cases"] for s in ("train", "val", "test")) == 2
