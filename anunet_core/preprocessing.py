@@ -52,6 +52,7 @@ from nibabel.orientations import (
 
 from anunet_core.io.geometry import SliceGeometry
 from anunet_core.io.volume import Volume
+from anunet_core.vocabulary import validate_modality
 
 __all__ = [
     "CT_WINDOW_HU",
@@ -90,14 +91,14 @@ def normalize_intensity(
     ``window`` is the (low, high) input intensity mapped to (0, 1): the HU window for CT, the
     measured percentile values for MR; ``percentiles`` is ``None`` for CT.
     """
-    modality = str(modality).upper()
+    modality = validate_modality(modality)
     data = np.asarray(array, dtype=np.float32)
     finite = np.isfinite(data)
     all_finite = bool(finite.all())
     if modality == "CT":
         lo, hi = CT_WINDOW_HU
         pct = None
-    elif modality == "MR":
+    else:  # MR (validate_modality admits CT and MR only)
         values = data[finite] if not all_finite else data.ravel()
         nonzero = values[values != 0]
         if nonzero.size:
@@ -107,8 +108,6 @@ def normalize_intensity(
         else:
             lo = hi = 0.0
         pct = MR_PERCENTILES
-    else:
-        raise ValueError(f"modality must be 'CT' or 'MR', got {modality!r}")
     out_lo, out_hi = OUTPUT_RANGE
     out = np.empty(data.shape, dtype=np.float32)
     if hi > lo:
