@@ -1,4 +1,4 @@
-"""What several test packages share: trained-looking networks and a real MLflow server."""
+"""What several test packages share: the real scans, trained-looking networks and a real MLflow server."""
 
 from __future__ import annotations
 
@@ -13,8 +13,21 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
+
+#: The real scans with labels (../shared/data/real, see its README).
+REAL_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
+REAL_CT_DICOM = REAL_DATA / "totalseg-ct-dicom"
+REAL_MR = REAL_DATA / "totalseg-mr"
+
+
+def need_real_data(path: Path) -> Path:
+    """``path`` when it exists; else the test is skipped (a clone without ../shared/data/real)."""
+    if not path.exists():
+        pytest.skip(f"real test data not found at {path} (a clone without ../shared/data/real)")
+    return path
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
