@@ -9,10 +9,11 @@ One concept per module:
   DICOM sniffing rule;
 - ``labels``: :func:`align_label_to_image`, a label grid onto its image's, exactly;
 - ``read``: :func:`read_volume`, whichever the scan is stored as;
-- ``atomic``: :func:`write_atomic`, the one way every output file is written.
+- ``atomic``: :func:`write_atomic`, :func:`write_json_atomic`, :func:`write_folder_atomic`: the
+  one way every output file and folder is written.
 """
 
-from anunet_core.io.atomic import write_atomic
+from anunet_core.io.atomic import write_atomic, write_folder_atomic, write_json_atomic
 from anunet_core.io.dicom import has_dicom_preamble, is_image_sop_class, read_dicom_series, slice_order
 from anunet_core.io.geometry import SliceGeometry
 from anunet_core.io.labels import align_label_to_image
@@ -37,5 +38,7 @@ __all__ = [
     "spacing_mm",
     "voxel_volume_ml",
     "write_atomic",
+    "write_folder_atomic",
+    "write_json_atomic",
     "write_mask",
 ]

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from anunet_core.io import write_folder_atomic
 from anunet_core.synthetic.dicom import pixel_layout, stored_grid, write_dicom_series
-from anunet_core.synthetic.files import AtomicDir, write_bytes_atomic
+from anunet_core.synthetic.files import write_bytes_atomic
 from anunet_core.synthetic.phantom import Phantom
 from anunet_core.vocabulary import CHAOS_GREY
 
@@ -74,7 +75,7 @@ def write_chaos_mr(
                                    standard_orientation=standard_orientation)
         flip_i, flip_j, _ = stored_grid(p.affine, p.shape, standard_orientation)
         ground = pixel_layout(lut[p.labels], flip_i, flip_j)  # (K, rows, cols)
-        with AtomicDir(base / "Ground") as tmp:
+        with write_folder_atomic(base / "Ground") as tmp:
             for k, f in enumerate(files):
                 write_png_gray(tmp / (Path(f).stem + ".png"), ground[k])
         cases.append(out / "MR" / str(n))

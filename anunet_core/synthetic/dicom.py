@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from anunet_core.synthetic.files import AtomicDir
+from anunet_core.io import write_folder_atomic
 from anunet_core.synthetic.nifti import save_nifti
 from anunet_core.synthetic.phantom import Phantom
 
@@ -80,7 +80,7 @@ def write_dicom_series(
     order = np.random.default_rng([phantom.seed, 7]).permutation(len(datasets))
     target = Path(series_dir)
     files: dict[int, Path] = {}
-    with AtomicDir(target) as tmp:
+    with write_folder_atomic(target) as tmp:
         for k in (order if names == "uid" else range(len(datasets))):
             ds = datasets[int(k)]
             if names == "uid":

@@ -21,9 +21,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +39,7 @@ from anunet_core.archives import (
     load_case,
 )
 from anunet_core.errors import one_line
-from anunet_core.io import write_atomic
+from anunet_core.io import write_atomic, write_folder_atomic, write_json_atomic
 from anunet_core.preprocessing import DEFAULT_SIZE, PREPROCESSING_VERSION, preprocess_label, preprocess_volume
 from anunet_core.vocabulary import MODALITIES, ORGANS
 from anunet_platform.contracts import (
@@ -271,26 +269,10 @@ def ingest_case(case: Case, split: str, config: IngestConfig, staging: Path) -> 
 # ----------------------------------------------------------------------------------------------
 
 
-def prepare_output(out: Path, overwrite: bool) -> Path:
-    """Refuse an existing non-empty dataset folder unless ``overwrite``; return a fresh
-    staging folder beside it (same file system, so the final rename is atomic)."""
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an existing non-empty dataset folder unless ``overwrite``."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise IngestError(f"{out} already exists and is not empty; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    return staging
-
-
-def publish(staging: Path, out: Path) -> None:
-    """Swap the finished staging folder into place (the old dataset is removed after)."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def summarise(results: Sequence[CaseResult], config: IngestConfig, layout: str, seconds: float) -> DatasetSummary:
@@ -321,20 +303,9 @@ def summarise(results: Sequence[CaseResult], config: IngestConfig, layout: str, 
     return summary
 
 
-def write_json_atomic(data: object, path: Path) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
-
-
-def run_ingest(config: IngestConfig) -> DatasetSummary:
-    """Ingest ``config.source`` into ``config.out`` with Ray Data; print progress and summary.
-
-    Connects to the Ray cluster in ``RAY_ADDRESS`` or starts a local one.
-    """
-    import ray
-
-    from anunet_platform.cluster import init_ray
-
-    start = time.perf_counter()
+def discover_and_split(config: IngestConfig) -> tuple[list[Case], str, dict[str, str]]:
+    """The labelled cases, their layout and each patient's split; bad input fails here, before
+    any Ray work or output."""
     if not config.source.is_dir():
         raise IngestError(f"--source {config.source} is not a folder")
     cases = discover_cases(config.source, layout=config.layout, require_labels=True)
@@ -342,33 +313,52 @@ def run_ingest(config: IngestConfig) -> DatasetSummary:
     if config.label_values is None:
         default_label_values(layout, config.organ)  # e.g. LiTS labels only the liver: fail now, not per case
     splits = split_patients((c.patient_id for c in cases), config.seed, config.test_fraction, config.val_fraction)
-    staging = prepare_output(config.out, config.overwrite)
+    return cases, layout, splits
+
+
+def ingest_cases(cases: Sequence[Case], splits: dict[str, str], config: IngestConfig, staging: Path) -> list[CaseResult]:
+    """One Ray Data task per case writes its shard into ``staging``; one progress line per
+    finished case, as they stream in."""
+    import ray
+
+    items = [case.to_dict() | {"split": splits[case.patient_id]} for case in cases]
+    dataset = ray.data.from_items(items, override_num_blocks=len(items))
+    reports = dataset.map(
+        lambda row: asdict(ingest_case(Case.from_dict(row), row["split"], config, staging)),
+        num_cpus=config.cpus_per_case,
+    )
+    results: list[CaseResult] = []
+    for row in reports.iter_rows():
+        result = CaseResult(**{k: row[k] for k in CaseResult.__dataclass_fields__})
+        results.append(result)
+        status = f"error: {result.error}" if result.error else f"{result.slices} slices, {result.organ_ml:.0f} mL"
+        logger.info("[%d/%d] %s (%s): %s", len(results), len(cases), result.case_id, result.split, status)
+    return results
+
+
+def run_ingest(config: IngestConfig) -> DatasetSummary:
+    """Ingest ``config.source`` into ``config.out`` with Ray Data; log progress and the summary.
+
+    The dataset folder appears whole (built in a staging folder, then swapped in), with
+    ``errors.json`` listing the cases that failed. Connects to the Ray cluster in
+    ``RAY_ADDRESS`` or starts a local one.
+    """
+    from anunet_platform.cluster import init_ray
+
+    start = time.perf_counter()
+    cases, layout, splits = discover_and_split(config)
+    check_output(config.out, config.overwrite)
     logger.info("ingest: %d cases (%s layout) from %s -> %s", len(cases), layout, config.source, config.out)
-    try:
+    with write_folder_atomic(config.out) as staging:
         init_ray()
-        items = [case.to_dict() | {"split": splits[case.patient_id]} for case in cases]
-        dataset = ray.data.from_items(items, override_num_blocks=len(items))
-        reports = dataset.map(
-            lambda row: asdict(ingest_case(Case.from_dict(row), row["split"], config, staging)),
-            num_cpus=config.cpus_per_case,
-        )
-        results: list[CaseResult] = []
-        for row in reports.iter_rows():  # streams: one line per finished case
-            result = CaseResult(**{k: row[k] for k in CaseResult.__dataclass_fields__})
-            results.append(result)
-            status = f"error: {result.error}" if result.error else f"{result.slices} slices, {result.organ_ml:.0f} mL"
-            logger.info("[%d/%d] %s (%s): %s", len(results), len(cases), result.case_id, result.split, status)
-        ok = [r for r in results if r.error is None]
+        results = ingest_cases(cases, splits, config, staging)
         errors = [{"case_id": r.case_id, "source": r.source, "error": r.error} for r in results if r.error]
-        if not ok:
+        if len(errors) == len(results):
             first = errors[0]["error"] if errors else "no case was processed"
             raise IngestError(f"no readable case in {config.source} ({len(errors)} failed; first: {first})")
         summary = summarise(results, config, layout, time.perf_counter() - start)
-        write_json_atomic(sorted(errors, key=lambda e: e["case_id"]), staging / DATASET_ERRORS_FILE)
-        write_json_atomic(asdict(summary), staging / DATASET_SUMMARY_FILE)
-        publish(staging, config.out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        write_json_atomic(staging / DATASET_ERRORS_FILE, sorted(errors, key=lambda e: e["case_id"]))
+        write_json_atomic(staging / DATASET_SUMMARY_FILE, asdict(summary))
     logger.info("%s", summary.table())
     if errors:
         logger.info("%d case(s) failed; reasons in %s", len(errors), config.out / DATASET_ERRORS_FILE)
