@@ -1,13 +1,43 @@
 """anunet_core: the science of ANU-Net in plain PyTorch and NumPy (no Ray, no MLflow).
 
-One concept per module: ``model`` (ANU-Net and pruning), ``inference`` (the deployment fast
-path), ``loss`` (the hybrid loss of Eq. 8), ``metrics`` (Eq. 9-12 and surface distances),
-``volumes`` (NIfTI/DICOM I/O), ``preprocessing`` (shared by training and inference),
-``synthetic`` (phantom archives for demos and tests).
+One concept per module (README "Architecture" has the whole tree):
+
+- ``vocabulary``: organs, modalities, depths and label tables, with their checks;
+- ``errors``: the one formatter of error reasons (:func:`~anunet_core.errors.one_line`);
+- ``model`` (ANU-Net and pruning), ``inference`` (the deployment fast path), ``loss`` (the
+  hybrid loss of Eq. 8), ``metrics`` (Eq. 9-12 and surface distances), ``augmentation``;
+- ``io`` (volumes, NIfTI, DICOM series, label alignment, atomic writes), ``archives`` (every
+  archive layout), ``preprocessing`` (shared by training and inference), ``preview``;
+- ``synthetic`` (phantom archives for demos and tests).
+
+``from anunet_core import ANUNet, prune, HybridLoss`` works as always; the names load their
+modules (and PyTorch) on first use, so importing ``anunet_core.vocabulary`` alone stays light.
 """
 
-from anunet_core.inference import optimize_for_inference
-from anunet_core.loss import HybridLoss
-from anunet_core.model import ANUNet, AttentionGate, count_parameters, prune
+from __future__ import annotations
 
-__all__ = ["ANUNet", "AttentionGate", "HybridLoss", "count_parameters", "optimize_for_inference", "prune"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ANUNet": "anunet_core.model",
+    "AttentionGate": "anunet_core.model",
+    "count_parameters": "anunet_core.model",
+    "prune": "anunet_core.model",
+    "HybridLoss": "anunet_core.loss",
+    "optimize_for_inference": "anunet_core.inference",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -71,8 +71,9 @@ def augment_batch(
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack(
         [
-            torch.stack([cos * flip[:, 0], -sin, shift[:, 0]], dim=1),
-            torch.stack([sin, cos * flip[:, 1], shift[:, 1]], dim=1),
+            # rotation/zoom times diag(flip): each flip mirrors a column, so the map stays rigid
+            torch.stack([cos * flip[:, 0], -sin * flip[:, 1], shift[:, 0]], dim=1),
+            torch.stack([sin * flip[:, 0], cos * flip[:, 1], shift[:, 1]], dim=1),
         ],
         dim=1,
     )

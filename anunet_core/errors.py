@@ -18,7 +18,8 @@ def one_line(error: BaseException | str, limit: int = MAX_REASON_CHARS) -> str:
     A ``ValueError`` (bad input: its message is meant for the user) is its message alone; any
     other exception (a bug or a system failure) is prefixed with its type, unless the message
     already names it, so the reason says what kind of failure it was. A message-less exception
-    is its type name. Longer than ``limit`` characters: cut to ``limit`` ending in ``...``.
+    is its type name. Longer than ``limit`` characters: cut to ``limit`` ending in ``...``
+    (``limit`` of at least 3; below that the result is just ``...``).
     """
     text = " ".join(str(error).split())
     if isinstance(error, BaseException):
@@ -28,5 +29,5 @@ def one_line(error: BaseException | str, limit: int = MAX_REASON_CHARS) -> str:
         elif not isinstance(error, ValueError) and kind not in text:
             text = f"{kind}: {text}"
     if len(text) > limit:
-        text = text[: limit - 3] + "..."
+        text = text[: max(limit - 3, 0)] + "..."
     return text

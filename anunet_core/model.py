@@ -27,8 +27,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from anunet_core.vocabulary import MAX_DEPTH
+
 PAPER_FILTERS: tuple[int, ...] = (32, 64, 128, 256, 512)
-MAX_DEPTH = 4
 
 
 class ConvBlock(nn.Sequential):
@@ -192,7 +193,7 @@ def prune(model: ANUNet, depth: int) -> ANUNet:
     """
     if not isinstance(model, ANUNet):
         raise TypeError(f"prune expects an ANUNet, got {type(model).__name__}")
-    if not isinstance(depth, int) or not 1 <= depth <= model.depth:
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= model.depth:
         raise ValueError(f"depth must be an int in 1..{model.depth} for this network, got {depth!r}")
     pruned = ANUNet(in_channels=model.in_channels, filters=model.filters, depth=depth)
     source = model.state_dict()

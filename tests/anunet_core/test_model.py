@@ -153,6 +153,12 @@ def test_bad_depth_raises(depth) -> None:
         ANUNet()(torch.zeros(1, 1, 16, 16), depth=depth)
 
 
+@pytest.mark.parametrize("depth", [0, 5, 2.0, True])
+def test_prune_refuses_a_depth_that_is_not_one_of_1_to_4(depth) -> None:
+    with pytest.raises(ValueError, match="depth"):
+        prune(ANUNet(), depth)
+
+
 def test_pruned_network_rejects_deeper_outputs_and_needs_fewer_pools() -> None:
     pruned = prune(ANUNet(), 2)
     with pytest.raises(ValueError, match="1..2"):
