@@ -3,10 +3,13 @@
     python jobs/make_synthetic.py --out DIR --cases N --modality CT --format dicom
 """
 
+import logging
 import sys
 
 from anunet_core.synthetic import make_archive
 from anunet_platform.cli import make_synthetic_parser, run_job
+
+logger = logging.getLogger("anunet_platform.make_synthetic")  # the job's stdout handler shows it
 
 
 def write_archive(args) -> None:
@@ -14,7 +17,7 @@ def write_archive(args) -> None:
         args.out, cases=args.cases, modality=args.modality, fmt=args.format,
         layout=None if args.layout == "auto" else args.layout, seed=args.seed,
     )
-    print(f"wrote {args.cases} {args.modality} case(s) ({len(written)} entries) to {args.out}")
+    logger.info("wrote %d %s case(s) (%d entries) to %s", args.cases, args.modality, len(written), args.out)
 
 
 if __name__ == "__main__":

@@ -1,37 +1,58 @@
-"""The flags of every job, in one place.
+"""The flags of every job, in one place, checked against the typed configs they fill.
 
 Each ``jobs/<name>.py`` is ``run_job(<name>_parser(), <platform function>)``: flags in, one
-call out. The parsers are also what the Kubernetes manifest tests parse entrypoints with, so
-a renamed flag breaks those tests rather than a nightly run.
+call out. A flag's ``dest`` is the name of a field of its job's config (:data:`JOB_TARGETS`),
+and its default is read from that field (:func:`_default`), so each default is written once;
+``tests/jobs/test_jobs_cli.py`` checks both for every job. The parsers are also what the
+Kubernetes manifest tests parse entrypoints with, so a renamed flag breaks those tests rather
+than a nightly run.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import dataclasses
+import inspect
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from anunet_core.archives import LAYOUTS
-from anunet_core.preprocessing import DEFAULT_SIZE, ORGANS
+from anunet_core.errors import one_line
+from anunet_core.synthetic import make_archive
+from anunet_core.vocabulary import DEPTHS, MODALITIES, ORGANS, validate_modality
+from anunet_platform import registry
+from anunet_platform.demo import DemoConfig
+from anunet_platform.evaluate import run_evaluate
+from anunet_platform.ingest import IngestConfig
+from anunet_platform.logs import configure_job_logging
+from anunet_platform.segment import SegmentConfig
+from anunet_platform.train import TrainConfig
 from anunet_platform.tune import SEARCH_SPACE, SEARCHERS, SearchConfig
 
-MODALITIES = ("CT", "MR")
 
-
-def _default(config_class: type, name: str) -> Any:
-    """A typed config's field default: each default is written once, in its config."""
-    return {f.name: f.default for f in fields(config_class)}[name]
+def _default(target: Callable, name: str) -> Any:
+    """The default of field ``name`` of a typed config (a dataclass), or of parameter ``name``
+    of a job function: each default is written once, where the job's code reads it."""
+    if dataclasses.is_dataclass(target):
+        field = {f.name: f for f in dataclasses.fields(target)}[name]
+        if field.default is not dataclasses.MISSING:
+            return field.default
+        if field.default_factory is not dataclasses.MISSING:
+            return field.default_factory()
+        raise KeyError(f"{target.__name__}.{name} has no default")
+    default = inspect.signature(target).parameters[name].default
+    if default is inspect.Parameter.empty:
+        raise KeyError(f"{target.__name__}({name}) has no default")
+    return default
 
 
 def _modality(value: str) -> str:
-    upper = value.upper()
-    if upper not in MODALITIES:
-        raise argparse.ArgumentTypeError(f"must be CT or MR, got {value!r}")
-    return upper
+    try:
+        return validate_modality(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {' or '.join(MODALITIES)}, got {value!r}") from None
 
 
 def _label_values(value: str) -> tuple[int, ...]:
@@ -58,6 +79,11 @@ def _fraction(value: str) -> float:
     return number
 
 
+def _add_layout_flag(parser: argparse.ArgumentParser, target: Callable) -> None:
+    layout = _default(target, "layout")
+    parser.add_argument("--layout", choices=("auto", *LAYOUTS), default=layout, help=f"archive layout (default {layout})")
+
+
 def _storage_path(value: str) -> Path:
     if "://" in value:
         raise argparse.ArgumentTypeError(
@@ -82,7 +108,8 @@ def make_synthetic_parser() -> argparse.ArgumentParser:
         default="auto",
         help="archive layout (default auto: pairs for nifti, dicom for dicom)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed: same seed, same archive (default 0)")
+    seed = _default(make_archive, "seed")
+    parser.add_argument("--seed", type=int, default=seed, help=f"seed: same seed, same archive (default {seed})")
     return parser
 
 
@@ -95,43 +122,50 @@ def ingest_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="dataset folder to create")
     parser.add_argument("--organ", choices=ORGANS, required=True, help="organ to segment")
     parser.add_argument("--modality", type=_modality, required=True, help="CT or MR")
-    parser.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto", help="archive layout (default auto)")
+    _add_layout_flag(parser, IngestConfig)
     parser.add_argument(
         "--label-values",
         type=_label_values,
-        default=None,
+        default=_default(IngestConfig, "label_values"),
         help="label values forming the organ, e.g. 5 (TotalSegmentator liver); default: the layout's",
     )
-    parser.add_argument("--size", type=_positive_int, default=DEFAULT_SIZE, help=f"slice side (default {DEFAULT_SIZE})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
+    size, seed = _default(IngestConfig, "size"), _default(IngestConfig, "seed")
+    parser.add_argument("--size", type=_positive_int, default=size, help=f"slice side (default {size})")
+    parser.add_argument("--seed", type=int, default=seed, help=f"seed of the patient split (default {seed})")
+    val = _default(IngestConfig, "val_fraction")
     parser.add_argument(
-        "--val-fraction", type=_fraction, default=0.2, help="share of training patients for validation (default 0.2)"
+        "--val-fraction", type=_fraction, default=val, help=f"share of training patients for validation (default {val})"
     )
+    empty = _default(IngestConfig, "empty_slice_fraction")
     parser.add_argument(
         "--empty-slice-fraction",
         type=_fraction,
-        default=0.25,
-        help="share of organ-free slices kept per case (default 0.25; all organ slices are kept)",
+        default=empty,
+        help=f"share of organ-free slices kept per case (default {empty}; all organ slices are kept)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     return parser
 
 
-def _add_training_flags(parser: argparse.ArgumentParser, *, workers_required: bool, experiment: str) -> None:
-    """The flags training and tuning share: data, scale, batch, storage, MLflow, seed."""
+def _add_training_flags(parser: argparse.ArgumentParser, config: type, *, workers_required: bool) -> None:
+    """The flags training and tuning share: data, scale, batch, storage, MLflow, seed; their
+    defaults come from ``config`` (TrainConfig or SearchConfig)."""
     parser.add_argument("--data", type=Path, required=True, help="dataset folder written by jobs/ingest.py")
+    workers = None if workers_required else _default(config, "num_workers")
     parser.add_argument(
-        "--num-workers", type=_positive_int, required=workers_required, default=None if workers_required else 1,
-        help="Ray Train workers (DDP ranks)" + ("" if workers_required else " per trial (default 1)"),
+        "--num-workers", type=_positive_int, required=workers_required, default=workers,
+        help="Ray Train workers (DDP ranks)" + ("" if workers_required else f" per trial (default {workers})"),
     )
-    parser.add_argument("--cpus-per-worker", type=_positive_int, default=1, help="CPUs per worker (default 1)")
+    cpus, batch, seed = (_default(config, name) for name in ("cpus_per_worker", "batch_size", "seed"))
+    parser.add_argument("--cpus-per-worker", type=_positive_int, default=cpus, help=f"CPUs per worker (default {cpus})")
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker: NCCL and bf16 autocast")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, help="slices per worker per step (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument("--batch-size", type=_positive_int, default=batch, help=f"slices per worker per step (default {batch})")
+    parser.add_argument("--seed", type=int, default=seed, help=f"seed (default {seed})")
     parser.add_argument(
-        "--storage-path", type=_storage_path, default=None,
+        "--storage-path", type=_storage_path, default=_default(config, "storage_path"),
         help="checkpoint storage (default ./anunet-workspace/ray_results; shared storage on a cluster)",
     )
+    experiment = _default(config, "experiment")
     parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment (default {experiment})")
     parser.add_argument(
         "--cache-data", action="store_true",
@@ -145,14 +179,22 @@ def train_parser() -> argparse.ArgumentParser:
         prog="jobs/train.py",
         description="Train ANU-Net on an ingested dataset with Ray Train (DDP); optionally register every depth in MLflow.",
     )
-    _add_training_flags(parser, workers_required=True, experiment="anunet")
+    _add_training_flags(parser, TrainConfig, workers_required=True)
     parser.add_argument("--epochs", type=_positive_int, required=True, help="passes over the training split")
-    parser.add_argument("--alpha", type=_fraction, default=0.5, help="hybrid loss: weight of organ pixels (default 0.5)")
-    parser.add_argument("--gamma", type=float, default=2.0, help="hybrid loss: focusing exponent (default 2.0)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam peak learning rate (default 1e-3)")
+    alpha, gamma, lr = (_default(TrainConfig, name) for name in ("alpha", "gamma", "learning_rate"))
+    parser.add_argument("--alpha", type=_fraction, default=alpha, help=f"hybrid loss: weight of organ pixels (default {alpha})")
+    parser.add_argument("--gamma", type=float, default=gamma, help=f"hybrid loss: focusing exponent (default {gamma})")
+    parser.add_argument("--learning-rate", type=float, default=lr, help=f"Adam peak learning rate (default {lr:g})")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="train without augmentation")
-    parser.add_argument("--run-name", default=None, help="run name; the same name resumes (default: derived from data and settings)")
-    parser.add_argument("--max-failures", type=int, default=2, help="restarts from the latest checkpoint after a worker failure (default 2)")
+    parser.add_argument(
+        "--run-name", default=_default(TrainConfig, "run_name"),
+        help="run name; the same name resumes (default: derived from data and settings)",
+    )
+    failures = _default(TrainConfig, "max_failures")
+    parser.add_argument(
+        "--max-failures", type=int, default=failures,
+        help=f"restarts from the latest checkpoint after a worker failure (default {failures})",
+    )
     parser.add_argument("--register", action="store_true", help="register one model per depth in MLflow (alias candidate)")
     return parser
 
@@ -162,7 +204,7 @@ def tune_parser() -> argparse.ArgumentParser:
         prog="jobs/tune.py",
         description="Tune the hybrid loss's alpha and gamma (and the learning rate) with Ray Tune + ASHA; each trial a TorchTrainer run.",
     )
-    _add_training_flags(parser, workers_required=False, experiment="anunet-tune")
+    _add_training_flags(parser, SearchConfig, workers_required=False)
     parser.add_argument("--num-samples", type=_positive_int, required=True, help="trials (configurations) to try")
     parser.add_argument("--epochs", type=_positive_int, required=True, help="maximum epochs per trial")
     parser.add_argument(
@@ -185,20 +227,24 @@ def tune_parser() -> argparse.ArgumentParser:
         help="ASHA: rungs at grace-period x factor^k epochs, the top 1/factor continue at each "
         f"(default {_default(SearchConfig, 'reduction_factor')})",
     )
-    parser.add_argument("--max-concurrent-trials", type=_positive_int, default=None, help="default: as many as the cluster fits")
     parser.add_argument(
-        "--time-budget-s", type=_positive_float, default=None, help="end the experiment after this wall time (default: none)"
+        "--max-concurrent-trials", type=_positive_int, default=_default(SearchConfig, "max_concurrent_trials"),
+        help="default: as many as the cluster fits",
     )
-    parser.add_argument("--name", default=None, help="experiment name; the same name resumes it")
+    parser.add_argument(
+        "--time-budget-s", type=_positive_float, default=_default(SearchConfig, "time_budget_s"),
+        help="end the experiment after this wall time (default: none)",
+    )
+    parser.add_argument("--name", default=_default(SearchConfig, "name"), help="experiment name; the same name resumes it")
     parser.add_argument("--register", action="store_true", help="retrain the best config and register every depth")
     return parser
 
 
 def _depth_flag(value: str) -> str:
     text = value.strip().lower()
-    if text == "auto" or (text.isdigit() and 1 <= int(text) <= 4):
+    if text == "auto" or (text.isdigit() and int(text) in DEPTHS):
         return text
-    raise argparse.ArgumentTypeError(f"must be auto or one of 1..4, got {value!r}")
+    raise argparse.ArgumentTypeError(f"must be auto or one of {DEPTHS[0]}..{DEPTHS[-1]}, got {value!r}")
 
 
 def _positive_float(value: str) -> float:
@@ -224,25 +270,31 @@ def segment_parser() -> argparse.ArgumentParser:
         "--model", required=True,
         help="registered model family, e.g. anunet-liver-ct (the models anunet-liver-ct-L1..L4)",
     )
-    parser.add_argument("--depth", type=_depth_flag, default="auto", help="auto (default) or a fixed depth 1..4")
+    depth = _default(SegmentConfig, "depth")
     parser.add_argument(
-        "--max-dice-drop", type=_fraction, default=0.01,
-        help="auto: the smallest depth whose validation Dice is within this of the best depth's (default 0.01)",
+        "--depth", type=_depth_flag, default=depth, help=f"auto or a fixed depth {DEPTHS[0]}..{DEPTHS[-1]} (default {depth})"
+    )
+    drop = _default(SegmentConfig, "max_dice_drop")
+    parser.add_argument(
+        "--max-dice-drop", type=_fraction, default=drop,
+        help=f"auto: the smallest depth whose validation Dice is within this of the best depth's (default {drop})",
     )
     parser.add_argument(
-        "--latency-budget-ms", type=_positive_float, default=None,
+        "--latency-budget-ms", type=_positive_float, default=_default(SegmentConfig, "latency_budget_ms"),
         help="auto: instead, the best validation Dice among depths within this CPU latency (ms per slice)",
     )
-    parser.add_argument("--alias", default="production", help="registry alias to use (default production; else the newest versions)")
-    parser.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto", help="archive layout (default auto)")
-    parser.add_argument("--batch-size", type=_positive_int, default=16, help="slices per model forward (default 16)")
+    alias = _default(SegmentConfig, "alias")
+    parser.add_argument("--alias", default=alias, help=f"registry alias to use (default {alias}; else the newest versions)")
+    _add_layout_flag(parser, SegmentConfig)
+    batch = _default(SegmentConfig, "batch_size")
+    parser.add_argument("--batch-size", type=_positive_int, default=batch, help=f"slices per model forward (default {batch})")
     parser.add_argument("--use-gpu", action="store_true", help="GPU actors (one GPU each, bf16 autocast); default CPU actors")
     parser.add_argument(
-        "--num-actors", type=_positive_int, default=None,
+        "--num-actors", type=_positive_int, default=_default(SegmentConfig, "num_actors"),
         help="model actors (default: one per GPU with --use-gpu, else one per CPU)",
     )
     parser.add_argument(
-        "--cpus-per-actor", type=_positive_int, default=None,
+        "--cpus-per-actor", type=_positive_int, default=_default(SegmentConfig, "cpus_per_actor"),
         help="CPUs (and torch threads) per CPU actor (default: single-threaded actors, one per CPU left after reading)",
     )
     parser.add_argument("--no-previews", dest="previews", action="store_false", help="skip the preview PNGs")
@@ -258,12 +310,12 @@ def demo_parser() -> argparse.ArgumentParser:
             "segmentation of new scans -> evaluation. Locally, or on a cluster with ray job submit."
         ),
     )
-    parser.add_argument(
-        "--workdir", type=Path, default=Path("anunet-demo"), help="where everything is written (default ./anunet-demo)"
-    )
-    parser.add_argument("--cases", type=_positive_int, default=10, help="training cases (default 10)")
-    parser.add_argument("--epochs", type=_positive_int, default=12, help="training epochs (default 12)")
-    parser.add_argument("--size", type=_positive_int, default=128, help="slice side (default 128; the paper's 256 is slower)")
+    workdir = _default(DemoConfig, "workdir")
+    parser.add_argument("--workdir", type=Path, default=workdir, help=f"where everything is written (default ./{workdir})")
+    cases, epochs, size = (_default(DemoConfig, name) for name in ("cases", "epochs", "size"))
+    parser.add_argument("--cases", type=_positive_int, default=cases, help=f"training cases (default {cases})")
+    parser.add_argument("--epochs", type=_positive_int, default=epochs, help=f"training epochs (default {epochs})")
+    parser.add_argument("--size", type=_positive_int, default=size, help=f"slice side (default {size}; the paper's 256 is slower)")
     return parser
 
 
@@ -273,7 +325,8 @@ def promote_parser() -> argparse.ArgumentParser:
         description="Move an MLflow alias (default production) to the four depth versions one training run registered.",
     )
     parser.add_argument("--run-id", required=True, help="MLflow run id of the training run (jobs/train.py --register)")
-    parser.add_argument("--alias", default="production", help="alias to move (default production)")
+    alias = _default(registry.run_promote, "alias")
+    parser.add_argument("--alias", default=alias, help=f"alias to move (default {alias})")
     return parser
 
 
@@ -289,17 +342,19 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", type=Path, required=True, help="labelled archive (any layout ingest reads)")
     parser.add_argument("--organ", choices=ORGANS, required=True, help="organ the masks segment")
     parser.add_argument(
-        "--modality", type=_modality, default=None, help="CT or MR (optional: checked against DICOM tags and layouts)"
+        "--modality", type=_modality, default=_default(run_evaluate, "modality"),
+        help="CT or MR (optional: checked against DICOM tags and layouts)",
     )
-    parser.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto", help="archive layout (default auto)")
+    _add_layout_flag(parser, run_evaluate)
     parser.add_argument(
         "--label-values",
         type=_label_values,
-        default=None,
+        default=_default(run_evaluate, "label_values"),
         help="label values forming the organ, e.g. 5 (TotalSegmentator liver); default: the layout's",
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="where evaluation.parquet and evaluation.csv go (default: --pred)"
+        "--out", type=Path, default=_default(run_evaluate, "out"),
+        help="where evaluation.parquet and evaluation.csv go (default: --pred)",
     )
     return parser
 
@@ -316,19 +371,34 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 }
 
 
+#: What each job's flags fill: the config dataclass (or function) whose fields are the flags'
+#: ``dest`` names and hold their defaults. make_synthetic's ``--format`` is ``make_archive``'s
+#: ``fmt`` (the job maps it; see jobs/make_synthetic.py).
+JOB_TARGETS: dict[str, Callable] = {
+    "make_synthetic": make_archive,
+    "ingest": IngestConfig,
+    "train": TrainConfig,
+    "tune": SearchConfig,
+    "segment": SegmentConfig,
+    "demo": DemoConfig,
+    "promote": registry.run_promote,
+    "evaluate": run_evaluate,
+}
+
+
 def run_job(parser: argparse.ArgumentParser, action: Callable[[argparse.Namespace], Any], argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run ``action(args)``; a bad input ends the job with one line and exit 2.
 
+    Progress goes to stdout through the job's logging (:func:`~anunet_platform.logs.configure_job_logging`).
     Errors of bad input (``ValueError`` and its subclasses: unreadable archives, refused
     outputs, bad flags, ``FileNotFoundError``) are printed as ``error: <one line>``; anything
     else is a bug and keeps its traceback.
     """
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_job_logging()
     try:
         action(args)
     except (ValueError, FileNotFoundError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        print(f"{parser.prog}: error: {one_line(exc, limit=100_000)}", file=sys.stderr)
         return 2
     return 0

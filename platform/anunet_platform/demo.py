@@ -14,11 +14,12 @@ the MLflow store ``mlflow.db`` (unless ``MLFLOW_TRACKING_URI`` points elsewhere)
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from anunet_core.io import write_json_atomic
 from anunet_core.synthetic import make_archive
 from anunet_platform import registry
 from anunet_platform.cluster import cluster_shape, init_ray
@@ -26,6 +27,8 @@ from anunet_platform.evaluate import run_evaluate, summarize
 from anunet_platform.ingest import IngestConfig, run_ingest
 from anunet_platform.segment import SegmentConfig, run_segmentation
 from anunet_platform.train import TrainConfig, run_training
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,18 +89,18 @@ def run_demo(config: DemoConfig) -> DemoReport:
     incoming, segmentations = workdir / "incoming", workdir / "segmentations"
     tracking = registry.tracking_uri(workspace=workdir)
 
-    print(f"[1/5] synthetic CT archive: {config.cases} cases -> {archive}", flush=True)
+    logger.info("[1/5] synthetic CT archive: %d cases -> %s", config.cases, archive)
     if not any(archive.glob("case_*")):
         make_archive(archive, cases=config.cases, modality="CT", fmt="nifti", seed=config.seed, shape=config.volume_shape)
 
-    print(f"[2/5] ingest with Ray Data -> {dataset}", flush=True)
+    logger.info("[2/5] ingest with Ray Data -> %s", dataset)
     summary = run_ingest(
         IngestConfig(source=archive, out=dataset, organ="liver", modality="CT", size=config.size, seed=config.seed, overwrite=True)
     )
 
     init_ray()
     node_cpus = int(cluster_shape()[0]) or 1  # the whole largest node: a pod's CPUs, not the host's
-    print(f"[3/5] train with Ray Train for {config.epochs} epochs and register every depth", flush=True)
+    logger.info("[3/5] train with Ray Train for %d epochs and register every depth", config.epochs)
     result = run_training(
         TrainConfig(
             data=dataset, epochs=config.epochs, num_workers=1, cpus_per_worker=node_cpus,
@@ -107,7 +110,7 @@ def run_demo(config: DemoConfig) -> DemoReport:
         )
     )
 
-    print("[4/5] promote the run's four versions to production", flush=True)
+    logger.info("[4/5] promote the run's four versions to production")
     registry.promote(result.mlflow_run_id, uri=tracking)
     report = DemoReport(str(workdir), summary.checksum, result.mlflow_run_id, tracking, result.epochs_done)
     for depth, version in sorted(registry.production_depths("liver", "CT", uri=tracking).items()):
@@ -119,7 +122,7 @@ def run_demo(config: DemoConfig) -> DemoReport:
             )
         )
 
-    print(f"[5/5] segment {config.incoming_cases} new scans with the nightly job (depth auto) and score them", flush=True)
+    logger.info("[5/5] segment %d new scans with the nightly job (depth auto) and score them", config.incoming_cases)
     if not any(incoming.glob("case_*")):
         make_archive(
             incoming, cases=config.incoming_cases, modality="CT", fmt="nifti", seed=config.seed + 1000,
@@ -134,17 +137,30 @@ def run_demo(config: DemoConfig) -> DemoReport:
     report.segment_slices_per_second = segmented.slices_per_second
     report.incoming_dice = scores["dice"]
     report.seconds = time.perf_counter() - start
-    (workdir / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
-    print()
-    print(report.table())
-    dice = "n/a" if report.incoming_dice is None else f"{report.incoming_dice:.4f}"
-    print(f"\nnightly job on {report.segmented_cases} new scans: L{report.segment_depth} ({report.segment_reason}); "
-          f"mean Dice {dice}")
-    db = tracking.removeprefix("sqlite:///")
-    print(f"\ndone in {report.seconds:.0f} s. Where to look:")
-    print(f"  MLflow UI:   mlflow ui --backend-store-uri {tracking}" if tracking.startswith("sqlite") else f"  MLflow:      {tracking}")
-    print(f"  dataset:     {dataset} (summary.json, errors.json)")
-    print(f"  checkpoints: {workdir / 'ray_results'}")
-    print(f"  masks:       {segmentations / 'masks'} (previews/, manifest.parquet, evaluation.csv beside)")
-    print(f"  report:      {workdir / 'report.json'}" + ("" if not tracking.startswith("sqlite") else f"   (MLflow store {db})"))
+    write_json_atomic(workdir / "report.json", asdict(report))
+    _log_where_to_look(report, dataset, segmentations)
     return report
+
+
+def _log_where_to_look(report: DemoReport, dataset: Path, segmentations: Path) -> None:
+    """The closing lines: the per-depth table, the nightly job's result, and where things are."""
+    workdir, tracking = Path(report.workdir), report.tracking_uri
+    dice = "n/a" if report.incoming_dice is None else f"{report.incoming_dice:.4f}"
+    db = tracking.removeprefix("sqlite:///")
+    sqlite = tracking.startswith("sqlite")
+    lines = [
+        "",
+        report.table(),
+        (
+            f"\nnightly job on {report.segmented_cases} new scans: L{report.segment_depth} ({report.segment_reason}); "
+            f"mean Dice {dice}"
+        ),
+        f"\ndone in {report.seconds:.0f} s. Where to look:",
+        f"  MLflow UI:   mlflow ui --backend-store-uri {tracking}" if sqlite else f"  MLflow:      {tracking}",
+        f"  dataset:     {dataset} (summary.json, errors.json)",
+        f"  checkpoints: {workdir / 'ray_results'}",
+        f"  masks:       {segmentations / 'masks'} (previews/, manifest.parquet, evaluation.csv beside)",
+        f"  report:      {workdir / 'report.json'}" + ("" if not sqlite else f"   (MLflow store {db})"),
+    ]
+    for line in lines:
+        logger.info("%s", line)

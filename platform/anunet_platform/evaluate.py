@@ -1,9 +1,10 @@
 """Evaluate segmentation masks against ground-truth labels: the paper's Tables 2-5, per case.
 
 ``jobs/evaluate.py --pred OUT --labels DIR --organ liver`` compares the masks the segment job
-wrote (``OUT/masks/{case_id}.nii.gz``: uint8, in the source scan's own shape and affine) with
-the label files of a labelled archive (any layout ingest reads: LiTS, CHAOS, MSD, DICOM series
-+ NIfTI labels, NIfTI pairs), one case at a time, on the scan's own voxel grid:
+wrote (``OUT/masks/{case_id}.nii.gz``: uint8, in the source scan's own shape and affine; the
+layout of :mod:`anunet_platform.contracts`) with the label files of a labelled archive (any
+layout ingest reads: LiTS, CHAOS, MSD, DICOM series + NIfTI labels, NIfTI pairs), one case at
+a time, on the scan's own voxel grid:
 
 - Dice, IoU, precision, recall (Eq. 9-12) from the volume's pooled confusion counts
   (:func:`anunet_core.metrics.confusion_counts` with ``per="volume"``); both masks empty ->
@@ -45,9 +46,10 @@ import torch
 
 from anunet_core import metrics
 from anunet_core.archives import Case, default_label_values, discover_cases, load_case
-from anunet_core.atomic import write_atomic
-from anunet_core.preprocessing import validate_organ
-from anunet_core.volumes import Volume, read_label_nifti
+from anunet_core.errors import one_line
+from anunet_core.io import Volume, read_label_nifti, voxel_volume_ml, write_atomic
+from anunet_core.vocabulary import validate_organ
+from anunet_platform.contracts import MANIFEST_FILE, MASK_SUFFIX, MASKS_DIR, prediction_path, read_manifest
 
 __all__ = [
     "AFFINE_ATOL_MM",
@@ -58,7 +60,6 @@ __all__ = [
     "evaluate",
     "evaluate_case",
     "evaluation_table",
-    "prediction_path",
     "rows_to_table",
     "run_evaluate",
     "summarize",
@@ -69,16 +70,12 @@ logger = logging.getLogger(__name__)
 
 PARQUET_FILE = "evaluation.parquet"
 CSV_FILE = "evaluation.csv"
-MASKS_DIR = "masks"
-MANIFEST_FILE = "manifest.parquet"
-MASK_SUFFIX = ".nii.gz"
 STATUSES = ("ok", "missing", "failed")
 
 #: A prediction is on the scan's grid when every affine entry matches within this (mm; the
 #: NIfTI sform holds float32, so a few 1e-5 mm of rounding on offsets of hundreds of mm).
 AFFINE_ATOL_MM = 1e-3
 _AFFINE_RTOL = 1e-5
-_MAX_REASON_CHARS = 400
 
 
 @dataclass(frozen=True)
@@ -125,22 +122,8 @@ EVALUATION_SCHEMA = pa.schema(
 )
 
 
-def _one_line(exc: BaseException | str) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, BaseException) and not isinstance(exc, ValueError):
-        text = f"{type(exc).__name__}: {text}"  # an unexpected error: say what kind
-    if len(text) > _MAX_REASON_CHARS:
-        text = text[: _MAX_REASON_CHARS - 3] + "..."
-    return text
-
-
 def _fmt_shape(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
-
-
-def prediction_path(pred_dir: str | os.PathLike, case_id: str) -> Path:
-    """Where the segment job writes ``case_id``'s mask: ``pred_dir/masks/{case_id}.nii.gz``."""
-    return Path(pred_dir) / MASKS_DIR / f"{case_id}{MASK_SUFFIX}"
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -191,7 +174,7 @@ def _check_geometry(pred_array: np.ndarray, pred_affine: np.ndarray, image: Volu
 def _scores(pred: np.ndarray, truth: np.ndarray, image: Volume) -> dict[str, float | int]:
     counts = metrics.confusion_counts(torch.from_numpy(pred), torch.from_numpy(truth), per="volume")
     crop_pred, crop_truth = _crop_to_union(pred, truth)
-    voxel_ml = abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0
+    voxel_ml = voxel_volume_ml(image.affine)
     n_true, n_pred = int(truth.sum()), int(pred.sum())
     return {
         "dice": float(metrics.dice(counts)),
@@ -244,7 +227,7 @@ def evaluate_case(
     except Exception as exc:  # one bad case is a row, never the end of the job
         if not isinstance(exc, ValueError):
             logger.warning("%s: unexpected error", case.case_id, exc_info=True)
-        return CaseEvaluation(status="failed", error=_one_line(exc), **base)
+        return CaseEvaluation(status="failed", error=one_line(exc), **base)
     return CaseEvaluation(status="ok", **base, **scores)
 
 
@@ -260,14 +243,11 @@ def _manifest_info(pred_dir: Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
     try:
-        table = pq.read_table(path)
-        wanted = [c for c in ("case_id", "depth", "model_version", "status", "error") if c in table.column_names]
-        if "case_id" not in wanted:
-            raise ValueError("no case_id column")
-        return {str(row["case_id"]): row for row in table.select(wanted).to_pylist()}
+        rows = read_manifest(pred_dir, columns=["case_id", "depth", "model_version", "status", "error"])
     except Exception as exc:  # noqa: BLE001 - optional information
-        logger.warning("ignoring %s: %s", path, _one_line(exc))
+        logger.warning("ignoring %s: %s", path, one_line(exc))
         return {}
+    return {str(row["case_id"]): row for row in rows}
 
 
 def _with_manifest(row: CaseEvaluation, info: dict | None) -> CaseEvaluation:
@@ -282,7 +262,7 @@ def _with_manifest(row: CaseEvaluation, info: dict | None) -> CaseEvaluation:
     if row.status == "missing" and info.get("status") and info.get("status") != "ok":
         why = f"segment {info['status']}"
         if info.get("error"):
-            why += f": {_one_line(str(info['error']))}"
+            why += f": {one_line(str(info['error']))}"
         values["error"] = f"{row.error} ({why})"
     return CaseEvaluation(**values)
 
@@ -334,19 +314,24 @@ def evaluate(
             )
         else:
             logger.warning("%s: %s: %s", row.case_id, row.status, row.error)
-    known = {c.case_id for c in cases}
-    if masks.is_dir():
-        extra = sorted(
-            p.name[: -len(MASK_SUFFIX)]
-            for p in masks.iterdir()
-            if p.name.endswith(MASK_SUFFIX) and not p.name.startswith(".") and p.name[: -len(MASK_SUFFIX)] not in known
-        )
-        if extra:
-            logger.warning(
-                "%d prediction(s) have no labelled case in %s and are not scored: %s",
-                len(extra), labels_root, ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else ""),
-            )
+    _warn_unscored(masks, {c.case_id for c in cases}, labels_root)
     return rows
+
+
+def _warn_unscored(masks: Path, known: set[str], labels_root: Path) -> None:
+    """Warn about masks of cases the labelled archive does not have (they are not scored)."""
+    if not masks.is_dir():
+        return
+    extra = sorted(
+        p.name[: -len(MASK_SUFFIX)]
+        for p in masks.iterdir()
+        if p.name.endswith(MASK_SUFFIX) and not p.name.startswith(".") and p.name[: -len(MASK_SUFFIX)] not in known
+    )
+    if extra:
+        logger.warning(
+            "%d prediction(s) have no labelled case in %s and are not scored: %s",
+            len(extra), labels_root, ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else ""),
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -440,13 +425,13 @@ def run_evaluate(
     out: str | os.PathLike | None = None,
 ) -> list[CaseEvaluation]:
     """``jobs/evaluate.py``: :func:`evaluate`, write Parquet + CSV to ``out`` (default ``pred``),
-    print the table. Returns the rows."""
+    print the table (to stdout: it is the job's output; progress goes to the log). Returns the rows."""
     rows = evaluate(pred, labels, organ, modality=modality, layout=layout, label_values=label_values)
     out_dir = Path(out) if out is not None else Path(pred)
     parquet, csv = write_evaluation(rows, out_dir)
     title = (
         f"{organ} segmentation{f' ({modality})' if modality else ''}: predictions {Path(pred)} vs labels {Path(labels)}"
     )
-    print(evaluation_table(rows, title))
-    print(f"wrote {parquet} and {csv}")
+    print(evaluation_table(rows, title), flush=True)  # the job's product, not a progress line
+    logger.info("wrote %s and %s", parquet, csv)
     return rows

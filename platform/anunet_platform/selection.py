@@ -41,8 +41,11 @@ import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from anunet_core.vocabulary import MAX_DEPTH, validate_depth
+
 __all__ = [
-    "DEPTHS",
+    "DEFAULT_LATENCY_BUDGET_MS",
+    "DEFAULT_MAX_DICE_DROP",
     "DepthCandidate",
     "DepthChoice",
     "DepthPolicy",
@@ -50,19 +53,18 @@ __all__ = [
     "choose_depth",
 ]
 
-DEPTHS: tuple[int, ...] = (1, 2, 3, 4)
 DEFAULT_MAX_DICE_DROP = 0.01
+"""The default policy's allowed validation-Dice loss (``--max-dice-drop``): the one place it is written."""
+DEFAULT_LATENCY_BUDGET_MS: float | None = None
+"""No latency budget by default (``--latency-budget-ms``): the Dice-drop rule applies."""
 _THRESHOLD_SLACK = 1e-9  # float rounding at the Dice threshold: "exactly within" stays within
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _check_depth(depth: object, what: str) -> int:
-    if not _is_int(depth) or depth not in DEPTHS:
-        raise ValueError(f"{what} must be one of 1..{DEPTHS[-1]}, got {depth!r}")
-    return int(depth)
+    """:func:`~anunet_core.vocabulary.validate_depth`, with NumPy integers taken as ints."""
+    if isinstance(depth, numbers.Integral) and not isinstance(depth, bool):
+        depth = int(depth)
+    return validate_depth(depth, what)
 
 
 def _as_float(value: object, what: str) -> float:
@@ -88,7 +90,7 @@ class DepthPolicy:
 
     depth: int | None = None
     max_dice_drop: float = DEFAULT_MAX_DICE_DROP
-    latency_budget_ms: float | None = None
+    latency_budget_ms: float | None = DEFAULT_LATENCY_BUDGET_MS
 
     def __post_init__(self) -> None:
         if self.depth is not None:
@@ -108,7 +110,7 @@ class DepthPolicy:
         cls,
         depth: str | int | None = "auto",
         max_dice_drop: float = DEFAULT_MAX_DICE_DROP,
-        latency_budget_ms: float | None = None,
+        latency_budget_ms: float | None = DEFAULT_LATENCY_BUDGET_MS,
     ) -> DepthPolicy:
         """The policy of the segment job's flags: ``--depth auto|1..4`` (``"auto"``/None: choose),
         ``--max-dice-drop``, ``--latency-budget-ms``."""
@@ -118,7 +120,7 @@ class DepthPolicy:
             try:
                 chosen = int(depth.strip())
             except ValueError:
-                raise ValueError(f"depth must be 'auto' or one of 1..{DEPTHS[-1]}, got {depth!r}") from None
+                raise ValueError(f"depth must be 'auto' or one of 1..{MAX_DEPTH}, got {depth!r}") from None
         else:
             chosen = depth
         return cls(depth=chosen, max_dice_drop=max_dice_drop, latency_budget_ms=latency_budget_ms)

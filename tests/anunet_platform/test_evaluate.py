@@ -15,23 +15,23 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import torch
+
+from anunet_core import metrics
+from anunet_core.archives import discover_cases, load_case
+from anunet_core.io import Volume, write_mask
+from anunet_core.synthetic import make_archive
 from anunet_platform.cli import PARSERS, evaluate_parser
+from anunet_platform.contracts import prediction_path
 from anunet_platform.evaluate import (
     EVALUATION_SCHEMA,
     CaseEvaluation,
     evaluate,
     evaluation_table,
-    prediction_path,
     rows_to_table,
     run_evaluate,
     summarize,
     write_evaluation,
 )
-
-from anunet_core import metrics
-from anunet_core.archives import discover_cases, load_case
-from anunet_core.synthetic import make_archive
-from anunet_core.volumes import Volume, write_mask
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = (48, 48, 12)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from anunet_platform.cli import PARSERS
+from anunet_platform.cli import JOB_TARGETS, PARSERS, _default
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,6 +26,47 @@ def test_every_job_has_help_and_a_parser(job: str) -> None:
     assert (REPO / "jobs" / f"{job}.py").is_file()
     result = run(job, "--help", timeout=60)
     assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def _target_names(target) -> set[str]:
+    if dataclasses.is_dataclass(target):
+        return {f.name for f in dataclasses.fields(target)}
+    return set(inspect.signature(target).parameters)
+
+
+#: Where a flag's dest and its target's name differ on purpose (jobs/make_synthetic.py maps them).
+_RENAMED = {("make_synthetic", "format"): "fmt", ("make_synthetic", "out"): "out_dir"}
+_AUTO_IS_NONE = {("make_synthetic", "layout")}
+
+
+@pytest.mark.parametrize("job", sorted(PARSERS))
+def test_flags_fill_the_jobs_config_with_its_defaults(job: str) -> None:
+    """Every flag is a field of the job's typed config (or a parameter of its function), and an
+    optional flag's default is that field's: each default is written once."""
+    assert set(JOB_TARGETS) == set(PARSERS)
+    target = JOB_TARGETS[job]
+    names = _target_names(target)
+    actions = [a for a in PARSERS[job]()._actions if a.dest != "help"]
+    assert actions, job
+    for action in actions:
+        name = _RENAMED.get((job, action.dest), action.dest)
+        assert name in names, f"{job}: --{action.dest} is not a field of {target.__name__}"
+        if action.required:
+            continue
+        expected = _default(target, name)
+        if (job, action.dest) in _AUTO_IS_NONE:
+            assert action.default == "auto" and expected is None
+        else:
+            assert action.default == expected, f"{job}: --{action.dest} defaults to {action.default!r}, {target.__name__} to {expected!r}"
+
+
+def test_a_changed_config_default_changes_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parsers read the defaults when they are built: nothing is copied."""
+    from anunet_platform.segment import SegmentConfig
+
+    field = {f.name: f for f in dataclasses.fields(SegmentConfig)}["max_dice_drop"]
+    monkeypatch.setattr(field, "default", 0.05)
+    assert PARSERS["segment"]().parse_args(["--archive", "A", "--out", "O", "--model", "m"]).max_dice_drop == 0.05
 
 
 @pytest.mark.parametrize(
@@ -94,8 +137,10 @@ def test_demo_runs_the_chain_end_to_end(tmp_path: Path, monkeypatch) -> None:
 
     import ray
 
+    from anunet_platform import registry
     from anunet_platform.demo import DemoConfig, run_demo
     from anunet_platform.registry import load_registered
+    from anunet_platform.selection import DepthPolicy, candidates_from_registry, choose_depth
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     try:
@@ -105,7 +150,9 @@ def test_demo_runs_the_chain_end_to_end(tmp_path: Path, monkeypatch) -> None:
     assert [d.depth for d in report.depths] == [1, 2, 3, 4]
     assert [d.params for d in report.depths] == [103_812, 513_387, 2_191_829, 8_950_594]
     assert [d.model for d in report.depths] == [f"anunet-liver-ct-L{d}" for d in (1, 2, 3, 4)]
-    assert all(0.0 <= d.val_dice <= 1.0 and d.latency_ms_per_slice > 0 for d in report.depths)
+    production = registry.production_depths("liver", "CT", uri=report.tracking_uri)
+    assert [d.val_dice for d in report.depths] == [production[d.depth].val_dice for d in report.depths]
+    assert all(d.latency_ms_per_slice > 0 for d in report.depths)
     assert report.tracking_uri == f"sqlite:///{tmp_path / 'demo' / 'mlflow.db'}"
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert saved["dataset_checksum"] == report.dataset_checksum and saved["mlflow_run_id"] == report.mlflow_run_id
@@ -117,7 +164,10 @@ def test_demo_runs_the_chain_end_to_end(tmp_path: Path, monkeypatch) -> None:
 
     manifest = pq.read_table(tmp_path / "demo" / "segmentations" / "manifest.parquet").to_pylist()
     assert [r["status"] for r in manifest] == ["ok"] * 3 and report.segmented_cases == 3
-    assert {r["depth"] for r in manifest} == {report.segment_depth} and 1 <= report.segment_depth <= 4
+    expected = choose_depth(candidates_from_registry(production), DepthPolicy())
+    assert {r["depth"] for r in manifest} == {report.segment_depth} == {expected.depth}
     assert {r["model_version"] for r in manifest} == {f"models:/anunet-liver-ct-L{report.segment_depth}/1"}
-    assert report.incoming_dice is not None and 0.0 <= report.incoming_dice <= 1.0
+    evaluation = pq.read_table(tmp_path / "demo" / "segmentations" / "evaluation.parquet").to_pylist()
+    assert [r["status"] for r in evaluation] == ["ok"] * 3
+    assert report.incoming_dice == pytest.approx(sum(r["dice"] for r in evaluation) / 3, abs=1e-12)
     assert (tmp_path / "demo" / "segmentations" / "evaluation.csv").is_file()

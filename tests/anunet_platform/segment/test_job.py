@@ -1,4 +1,4 @@
-"""The nightly segmentation job: its policies without Ray, then end to end with a model trained here."""
+"""The segment job: its manifest and summary, then end to end with a model trained here (Ray, MLflow)."""
 
 from __future__ import annotations
 
@@ -18,160 +18,63 @@ import pytest
 from PIL import Image
 
 from anunet_core.archives import discover_cases
-from anunet_core.preprocessing import PREPROCESSING_VERSION
-from anunet_core.synthetic import make_archive
-from anunet_core.volumes import read_volume, voxel_volume_ml
+from anunet_core.io import read_volume, voxel_volume_ml
+from anunet_core.synthetic import case_seed, make_archive, make_phantom, trivial_predictor_dice
 from anunet_platform import registry
+from anunet_platform.contracts import MANIFEST_SCHEMA, read_manifest
 from anunet_platform.evaluate import evaluate, summarize
-from anunet_platform.segment import (
-    MANIFEST_SCHEMA,
-    ActorPlan,
-    SegmentConfig,
-    SegmentError,
-    image_signature,
-    is_done,
-    model_uri,
-    plan_actors,
-    run_segmentation,
-)
-from anunet_platform.selection import DepthPolicy, candidates_from_registry, choose_depth
+from anunet_platform.segment import SegmentConfig, SegmentError, SegmentSummary, model_uri, run_segmentation, write_manifest
+from anunet_platform.selection import DepthChoice, DepthPolicy, candidates_from_registry, choose_depth
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 REAL = REPO.parent / "shared" / "data" / "real"
 CONTRACT_COLUMNS = ["case_id", "source", "status", "error", "depth", "model_version", "organ_voxels", "organ_ml", "seconds"]
-SIZE = 64  # model input of the model trained here
+SIZE = 64  # model input of the model trained in conftest
 
 
 # ----------------------------------------------------------------------------------------------
-# Pure policies (no Ray, no MLflow)
+# Manifest and summary (no Ray, no MLflow)
 # ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "node_cpus,cluster_cpus,gpus,use_gpu,num_actors,cpus_per_actor,expected",
-    [
-        (2, 2, 0, False, None, None, ActorPlan(2, 0.75, 0.0, 1)),  # laptop: half a CPU kept for reading
-        (16, 16, 0, False, None, None, ActorPlan(15, 1.0, 0.0, 1)),  # big node: one CPU for I/O
-        (16, 64, 0, False, None, None, ActorPlan(63, 1.0, 0.0, 1)),  # four such nodes
-        (16, 16, 0, False, None, 4, ActorPlan(3, 4.0, 0.0, 4)),  # fewer, wider actors
-        (8, 8, 0, False, 2, 2, ActorPlan(2, 2.0, 0.0, 2)),  # explicit flags win
-        (8, 8, 0, False, 3, None, ActorPlan(3, 1.0, 0.0, 1)),
-        (16, 16, 4, True, None, None, ActorPlan(4, 1.0, 1.0, 1)),  # one actor per GPU
-        (16, 16, 4, True, 2, 3, ActorPlan(2, 3.0, 1.0, 3)),
-    ],
-)
-def test_plan_actors(node_cpus, cluster_cpus, gpus, use_gpu, num_actors, cpus_per_actor, expected) -> None:
-    assert plan_actors(node_cpus, cluster_cpus, gpus, use_gpu, num_actors, cpus_per_actor) == expected
-
-
-def test_a_default_pool_has_no_more_actors_than_scans() -> None:
-    assert plan_actors(16, 16, 0, False, cases=3) == ActorPlan(3, 1.0, 0.0, 1)
-    assert plan_actors(16, 16, 0, False, cases=40) == ActorPlan(15, 1.0, 0.0, 1)
-    assert plan_actors(16, 16, 0, False, num_actors=5, cases=3).num_actors == 5, "an explicit count is kept"
-    assert plan_actors(16, 16, 4, True, cases=1).num_actors == 1
-
-
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        ((16, 16, 0, True, None, None), "has no GPU"),
-        ((16, 16, 2, True, 3, None), "needs 3 GPUs"),
-        ((4, 4, 0, False, None, 8), "exceeds the largest node"),
-        ((4, 4, 0, False, 3, 2), "exceed the cluster"),
-        ((0, 0, 0, False, None, None), "no CPU"),
-    ],
-)
-def test_plan_actors_refuses_what_cannot_fit(args, message: str) -> None:
-    with pytest.raises(SegmentError, match=message):
-        plan_actors(*args)
-
-
-def test_image_signature_follows_the_files_not_their_place(tmp_path: Path) -> None:
-    make_archive(tmp_path / "a", cases=1, modality="CT", fmt="dicom", seed=0, shape=(16, 16, 4))
-    case = discover_cases(tmp_path / "a")[0]
-    first = image_signature(case)
-    assert first == image_signature(case) and len(first) == 64
-    one = sorted(case.image.iterdir())[0]
-    os.utime(one, ns=(one.stat().st_atime_ns, one.stat().st_mtime_ns + 10**9))
-    assert image_signature(case) != first, "a replaced slice changes the signature"
-
-
-def test_is_done_needs_same_model_preprocessing_source_and_the_mask(tmp_path: Path) -> None:
-    mask = tmp_path / "m.nii.gz"
-    mask.write_bytes(b"x")
-    record = {"status": "ok", "model_version": "models:/anunet-liver-ct-L2/3", "signature": "s",
-              "preprocessing_version": PREPROCESSING_VERSION}
-    assert is_done(record, "models:/anunet-liver-ct-L2/3", "s", mask)
-    assert not is_done(None, "models:/anunet-liver-ct-L2/3", "s", mask)
-    assert not is_done(record | {"status": "failed"}, "models:/anunet-liver-ct-L2/3", "s", mask)
-    assert not is_done(record, "models:/anunet-liver-ct-L2/4", "s", mask), "a new model version redoes the case"
-    assert not is_done(record, "models:/anunet-liver-ct-L2/3", "other", mask), "a changed scan is redone"
-    assert not is_done(record | {"preprocessing_version": "old"}, "models:/anunet-liver-ct-L2/3", "s", mask)
-    assert not is_done(record, "models:/anunet-liver-ct-L2/3", "s", tmp_path / "gone.nii.gz")
-
-
-@pytest.mark.parametrize(
-    "name,expected",
-    [("anunet-liver-ct", ("liver", "CT", None)), ("anunet-kidney-mr", ("kidney", "MR", None)),
-     ("anunet-spleen-ct-L3", ("spleen", "CT", 3))],
-)
-def test_parse_model_family(name: str, expected) -> None:
-    assert registry.parse_model_family(name) == expected
-
-
-@pytest.mark.parametrize("name", ["liver-ct", "anunet-liver-pet", "anunet-liver-ct-L5", "anunet-Liver-CT", ""])
-def test_parse_model_family_refuses(name: str) -> None:
-    with pytest.raises(registry.RegistryError, match="family name like"):
-        registry.parse_model_family(name)
 
 
 def test_manifest_schema_starts_with_the_contract() -> None:
     assert MANIFEST_SCHEMA.names[: len(CONTRACT_COLUMNS)] == CONTRACT_COLUMNS
-    assert model_uri("anunet-liver-ct-L2", "7") == "models:/anunet-liver-ct-L2/7"
+
+
+def test_write_manifest_sorts_by_case_and_records_the_depth_choice(tmp_path: Path) -> None:
+    rows = [
+        {"case_id": "b", "source": "b/image.nii.gz", "status": "failed", "error": "bad", "depth": 2,
+         "model_version": "models:/x/1", "seconds": 0.5, "signature": "not a manifest column"},
+        {"case_id": "a", "source": "a/image.nii.gz", "status": "ok", "error": None, "depth": 2,
+         "model_version": "models:/x/1", "organ_voxels": 10, "organ_ml": 0.25, "seconds": 1.0, "slices": 4,
+         "depth_reason": "why"},
+    ]
+    path = write_manifest(rows, tmp_path, DepthChoice(2, "L2: why"))
+    table = pq.read_table(path)
+    assert path == tmp_path / "manifest.parquet"
+    assert table.schema.equals(MANIFEST_SCHEMA, check_metadata=False)
+    assert table.schema.metadata[b"depth"] == b"2" and table.schema.metadata[b"depth_reason"] == b"L2: why"
+    assert read_manifest(tmp_path) == [
+        {name: rows[1].get(name) for name in MANIFEST_SCHEMA.names},
+        {name: rows[0].get(name) for name in MANIFEST_SCHEMA.names},
+    ]
+
+
+def test_summary_counts_the_manifest_rows() -> None:
+    summary = SegmentSummary(archive="a", out="o", model="anunet-liver-ct", model_version="models:/m/1", depth=2,
+                             depth_reason="r", cases=4)
+    summary.count([{"status": "ok", "slices": 16}, {"status": "ok", "slices": 8}, {"status": "failed", "slices": None},
+                   {"status": "skipped", "slices": 32}])
+    assert (summary.ok, summary.failed, summary.skipped, summary.slices) == (2, 1, 1, 24)
+    summary.seconds, summary.slices_per_second = 3.0, 8.0
+    assert summary.line() == (
+        "segment: 2 ok, 1 failed, 1 skipped of 4 cases; 24 slices in 3.0 s (8.0 slices/s) with L2 models:/m/1"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
-# End to end: a model trained in this module, a real local Ray cluster, a real SQLite MLflow
+# End to end: the model trained in conftest, a real local Ray cluster, a real SQLite MLflow
 # ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory):
-    """Ray (3 logical CPUs), a SQLite MLflow store and anunet-liver-ct-L1..L4 trained on synthetic
-    CT and promoted; the same weights also as anunet-liver-mr-L1 (no alias) for the MR scan."""
-    import ray
-
-    from anunet_platform.ingest import IngestConfig, run_ingest
-    from anunet_platform.train import TrainConfig, run_training
-
-    root = tmp_path_factory.mktemp("segment")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR")
-    try:
-        make_archive(root / "train", cases=6, modality="CT", fmt="nifti", seed=11, shape=(64, 64, 16))
-        run_ingest(IngestConfig(source=root / "train", out=root / "dataset", organ="liver", modality="CT", size=SIZE))
-        result = run_training(
-            TrainConfig(data=root / "dataset", epochs=4, num_workers=1, cpus_per_worker=2, batch_size=8,
-                        learning_rate=2e-3, storage_path=root / "ray_results", tracking_uri=uri, register=True,
-                        cache_data=True, experiment="segment-test")
-        )
-        registry.promote(result.mlflow_run_id, uri=uri)
-        network, _ = registry.load_registered("anunet-liver-ct-L1", uri=uri)
-        tags = registry.production_depths("liver", "CT", uri=uri)[1].tags
-        registry.register_depths(
-            network, run_id=result.mlflow_run_id, organ="liver", modality="MR", depths=[1],
-            metrics={1: {"val_dice": float(tags["val_dice"]), "val_iou": float(tags["val_iou"])}}, alpha=0.5, gamma=2.0, dataset_checksum="test",
-            input_size=SIZE, alias="", uri=uri,
-        )
-        yield {"root": root, "uri": uri}
-    finally:
-        ray.shutdown()
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 def segment(trained, archive: Path, out: Path, **kwargs):
@@ -183,19 +86,16 @@ def manifest(out: Path) -> list[dict]:
     return pq.read_table(out / "manifest.parquet").to_pylist()
 
 
-def assert_same_geometry(mask_path: Path, source) -> np.ndarray:
-    """The mask is uint8 0/1 on the source's exact voxel grid; returns its array."""
-    image = nib.load(mask_path)
-    data = np.asarray(image.dataobj)
-    assert image.get_data_dtype() == np.uint8 and data.shape == source.shape
-    assert set(np.unique(data)) <= {0, 1}
-    assert np.allclose(image.affine, source.affine, atol=1e-4), (image.affine, source.affine)
-    return data
+def _trivial_dice(trained, seed: int, cases: int, shape: tuple[int, int, int]) -> dict[str, float]:
+    """What predictors that learn nothing score on the archive ``seed`` (trained on the training phantoms)."""
+    train = [make_phantom(case_seed(trained["train_seed"], i), "CT", shape) for i in range(trained["train_cases"])]
+    test = [make_phantom(case_seed(seed, i), "CT", shape) for i in range(cases)]
+    return trivial_predictor_dice(train, test, "liver")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["nifti", "dicom"])
-def test_segments_every_case_in_its_source_geometry(trained, tmp_path: Path, fmt: str) -> None:
+def test_segments_every_case_in_its_source_geometry(trained, tmp_path: Path, fmt: str, same_geometry) -> None:
     archive = tmp_path / "incoming"
     make_archive(archive, cases=3, modality="CT", fmt=fmt, seed=21, shape=(64, 64, 16))
     summary = segment(trained, archive, tmp_path / "out")
@@ -212,7 +112,7 @@ def test_segments_every_case_in_its_source_geometry(trained, tmp_path: Path, fmt
     version = depths[expected.depth].version
     for row, case in zip(rows, discover_cases(archive), strict=True):
         source = read_volume(case.image, modality="CT")
-        data = assert_same_geometry(out / "masks" / f"{case.case_id}.nii.gz", source)
+        data = same_geometry(out / "masks" / f"{case.case_id}.nii.gz", source)
         assert row["case_id"] == case.case_id and row["status"] == "ok" and row["error"] is None
         assert row["depth"] == expected.depth and row["depth_reason"] == expected.reason
         assert row["model_version"] == f"models:/anunet-liver-ct-L{expected.depth}/{version}"
@@ -222,7 +122,9 @@ def test_segments_every_case_in_its_source_geometry(trained, tmp_path: Path, fmt
         with Image.open(out / "previews" / f"{case.case_id}.png") as preview:
             assert preview.size == (3 * SIZE, SIZE)
     scores = summarize(evaluate(out, archive, organ="liver", modality="CT"))
+    trivial = _trivial_dice(trained, seed=21, cases=3, shape=(64, 64, 16))
     assert scores["ok"] == 3 and scores["dice"] > 0.5, scores
+    assert scores["dice"] > trivial["all_background"] and scores["dice"] > trivial["fixed_blob"], (scores, trivial)
     saved = json.loads((out / "summary.json").read_text())
     assert saved["ok"] == 3 and saved["depth"] == expected.depth and saved["model_version"] == row["model_version"]
 
@@ -345,14 +247,14 @@ def _real(name: str) -> Path:
 @pytest.mark.parametrize("folder,model,modality", [("totalseg-ct-dicom", "anunet-liver-ct", "CT"),
                                                    ("totalseg-mr", "anunet-liver-mr", "MR")])
 def test_real_scans_round_trip_their_geometry(trained, tmp_path: Path, folder: str, model: str, modality: str,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+                                              caplog: pytest.LogCaptureFixture, same_geometry) -> None:
     archive = _real(folder)
     out = tmp_path / "out"
     summary = run_segmentation(SegmentConfig(archive=archive, out=out, model=model, depth=1, tracking_uri=trained["uri"]))
     assert summary.ok == 1
     case = discover_cases(archive)[0]
     source = read_volume(case.image, modality=modality)
-    assert_same_geometry(out / "masks" / f"{case.case_id}.nii.gz", source)
+    same_geometry(out / "masks" / f"{case.case_id}.nii.gz", source)
     if modality == "MR":
         assert "has no alias 'production'; using its newest version" in caplog.text
 

@@ -1,0 +1,55 @@
+"""Which registered model the job runs: the family name and depth flags -> a policy (no MLflow)."""
+
+from __future__ import annotations
+
+import pytest
+
+from anunet_platform import registry
+from anunet_platform.segment import SegmentConfig, SegmentError, depth_policy, model_uri
+from anunet_platform.selection import DepthPolicy
+
+
+def _config(model: str, **kwargs) -> SegmentConfig:
+    return SegmentConfig(archive="a", out="o", model=model, **kwargs)
+
+
+def test_model_uri() -> None:
+    assert model_uri("anunet-liver-ct-L2", "7") == "models:/anunet-liver-ct-L2/7"
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [("anunet-liver-ct", ("liver", "CT", None)), ("anunet-kidney-mr", ("kidney", "MR", None)),
+     ("anunet-spleen-ct-L3", ("spleen", "CT", 3))],
+)
+def test_parse_model_family(name: str, expected) -> None:
+    assert registry.parse_model_family(name) == expected
+
+
+@pytest.mark.parametrize("name", ["liver-ct", "anunet-liver-pet", "anunet-liver-ct-L5", "anunet-Liver-CT", ""])
+def test_parse_model_family_refuses(name: str) -> None:
+    with pytest.raises(registry.RegistryError, match="family name like"):
+        registry.parse_model_family(name)
+
+
+@pytest.mark.parametrize(
+    "model,kwargs,expected",
+    [
+        ("anunet-liver-ct", {}, ("liver", "CT", DepthPolicy())),
+        ("anunet-liver-ct", {"depth": "3"}, ("liver", "CT", DepthPolicy(depth=3))),
+        ("anunet-kidney-mr", {"max_dice_drop": 0.05}, ("kidney", "MR", DepthPolicy(max_dice_drop=0.05))),
+        ("anunet-liver-ct", {"latency_budget_ms": 4}, ("liver", "CT", DepthPolicy(latency_budget_ms=4.0))),
+        ("anunet-spleen-ct-L3", {}, ("spleen", "CT", DepthPolicy(depth=3))),  # the name fixes the depth
+        ("anunet-spleen-ct-L3", {"depth": 3}, ("spleen", "CT", DepthPolicy(depth=3))),
+        ("anunet-spleen-ct-L3", {"depth": "AUTO"}, ("spleen", "CT", DepthPolicy(depth=3))),
+    ],
+)
+def test_depth_policy_of_the_flags(model: str, kwargs: dict, expected) -> None:
+    assert depth_policy(_config(model, **kwargs)) == expected
+
+
+def test_a_model_name_and_another_depth_are_refused() -> None:
+    with pytest.raises(SegmentError, match="--model anunet-spleen-ct-L3 names depth 3 but --depth is 2"):
+        depth_policy(_config("anunet-spleen-ct-L3", depth=2))
+    with pytest.raises(ValueError, match="depth must be 'auto' or one of 1..4, got 'deep'"):
+        depth_policy(_config("anunet-liver-ct", depth="deep"))
