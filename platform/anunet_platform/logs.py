@@ -30,8 +30,12 @@ class _LevelPrefix(logging.Formatter):
         return text if record.levelno <= logging.INFO else f"{record.levelname}: {text}"
 
 
-def configure_job_logging(level: int = logging.INFO) -> logging.Logger:
+def configure_job_logging(level: int = logging.INFO, *, worker: bool = False) -> logging.Logger:
     """Install the job's stdout handler on the ``anunet_platform`` logger (idempotent).
+
+    ``worker=True`` in a Ray worker process (a Ray Train worker, a Tune trial): Ray has given
+    its root logger a handler of its own, so the platform's records stop there instead of
+    propagating (each line is printed once, by our handler, and forwarded by Ray).
 
     Returns the platform logger. Safe to call in every process; a second call changes only the
     level. Records still propagate to the root logger (pytest's ``caplog`` sees them); the
@@ -44,6 +48,8 @@ def configure_job_logging(level: int = logging.INFO) -> logging.Logger:
         handler.set_name(_HANDLER_NAME)
         handler.setFormatter(_LevelPrefix("%(message)s"))
         platform.addHandler(handler)
+    if worker:
+        platform.propagate = False
     root = logging.getLogger()
     if not root.handlers:
         other = logging.StreamHandler(sys.stderr)

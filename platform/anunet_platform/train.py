@@ -12,7 +12,8 @@ Stages:
 Fault tolerance: a failed worker group restarts from the latest checkpoint
 (``FailureConfig(max_failures)``), and running again with the same ``run_name`` and storage
 resumes the run where it stopped. Only rank 0 writes to MLflow (into a run the driver opened,
-so a resumed run keeps logging into the same MLflow run); workers never touch the store.
+so a resumed run keeps logging into the same MLflow run, through ``registry.tracking``); the
+other workers never touch the store.
 """
 
 from __future__ import annotations
@@ -32,14 +33,19 @@ import torch
 from anunet_core import ANUNet, HybridLoss
 from anunet_core.augmentation import AugmentationConfig, augment_batch
 from anunet_core.metrics import ConfusionCounts, dice, iou, precision, recall
-from anunet_platform.cluster import warn_if_ephemeral
-from anunet_platform.ingest import IngestError, read_summary
+from anunet_core.vocabulary import DEPTHS
+from anunet_platform import registry
+from anunet_platform.cluster import init_ray, warn_if_ephemeral
+from anunet_platform.contracts import DatasetSummary, decode_batch, read_summary, split_files
+from anunet_platform.logs import configure_job_logging
 from anunet_platform.precision import autocast, bf16_is_fast
 
 logger = logging.getLogger(__name__)
 
-DEPTHS = (1, 2, 3, 4)
+SPLITS = ("train", "val")
 CHECKPOINT_FILES = ("model.pt", "optimizer.pt", "scheduler.pt", "state.json")
+# TrainConfig fields that are not parameters of the model (where and how it is stored and named)
+NOT_PARAMS = ("tracking_uri", "mlflow_run_id", "storage_path", "run_name")
 
 
 @dataclass(frozen=True)
@@ -128,30 +134,21 @@ class TrainResult:
 # ----------------------------------------------------------------------------------------------
 
 
-def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Ray Data ``map_batches`` step: Parquet bytes -> ``image`` float16 ``(N, S, S)`` and
-    ``mask`` uint8 ``(N, S, S)`` arrays (the only columns training needs)."""
-    size = int(batch["size"][0])
-    n = len(batch["size"])
-    image = np.frombuffer(b"".join(batch["image"]), dtype="<f2").reshape(n, size, size)
-    mask = np.frombuffer(b"".join(batch["mask"]), dtype=np.uint8).reshape(n, size, size)
-    return {"image": image.copy(), "mask": mask.copy()}
-
-
-def split_files(data: Path, split: str) -> list[str]:
-    files = sorted(str(p) for p in (data / split).glob("*.parquet"))
-    if not files:
-        raise IngestError(f"{data} has no {split} slices ({data / split}/*.parquet); run jobs/ingest.py first")
-    return files
+def check_dataset(data: Path) -> DatasetSummary:
+    """The dataset's summary, once it is known to have both splits (``DatasetError`` otherwise)."""
+    summary = read_summary(data)  # a clear error for a folder that is not a dataset
+    for split in SPLITS:
+        split_files(data, split)
+    return summary
 
 
 def load_datasets(data: Path, cache: bool = False) -> dict[str, Any]:
     """The train and val splits as Ray Datasets of decoded slices (materialized if ``cache``)."""
     import ray
 
-    read_summary(data)  # a clear error for a folder that is not a dataset
+    read_summary(data)
     datasets = {}
-    for split in ("train", "val"):
+    for split in SPLITS:
         ds = ray.data.read_parquet(split_files(data, split), columns=["image", "mask", "size"])
         ds = ds.map_batches(decode_batch, batch_format="numpy")
         datasets[split] = ds.materialize() if cache else ds
@@ -159,7 +156,7 @@ def load_datasets(data: Path, cache: bool = False) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
-# The training loop (runs on every worker)
+# Checkpoints and validation metrics
 # ----------------------------------------------------------------------------------------------
 
 
@@ -201,6 +198,7 @@ def validation_counts(model: torch.nn.Module, batches, device: torch.device, use
 
 
 def all_reduce_counts(counts: list[ConfusionCounts], device: torch.device) -> list[ConfusionCounts]:
+    """The counts summed over every rank (DDP all-reduce; the counts themselves on one worker)."""
     flat = torch.stack([torch.stack([c.tp, c.fp, c.fn]) for c in counts]).to(device)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(flat)
@@ -209,6 +207,7 @@ def all_reduce_counts(counts: list[ConfusionCounts], device: torch.device) -> li
 
 
 def depth_metrics(counts: list[ConfusionCounts]) -> dict[str, float]:
+    """``val_{dice,iou,precision,recall}_L{d}`` of every depth, and ``val_dice`` of the deepest."""
     metrics = {}
     for d, c in zip(DEPTHS, counts):
         metrics[f"val_dice_L{d}"] = float(dice(c))
@@ -219,100 +218,146 @@ def depth_metrics(counts: list[ConfusionCounts]) -> dict[str, float]:
     return metrics
 
 
-def train_func(loop_config: dict) -> None:
-    """``train_loop_per_worker``: one DDP rank."""
+# ----------------------------------------------------------------------------------------------
+# The training loop (runs on every worker)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """One DDP rank's training state: its config and place, the model, loss and optimiser, and
+    where MLflow logging goes (rank 0 of a run with an MLflow run only)."""
+
+    config: TrainConfig
+    rank: int
+    world_size: int
+    device: torch.device
+    use_bf16: bool
+    model: torch.nn.Module
+    loss_fn: HybridLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    start_epoch: int = 0
+    mlflow_run_id: str | None = None
+    tracking_uri: str | None = None
+
+
+def setup_worker(loop_config: dict) -> Worker:
+    """This rank's model (identical initial weights on every rank, wrapped for DDP), loss,
+    optimiser and schedule, resumed from Ray Train's latest checkpoint when there is one."""
     import ray.train
     import ray.train.torch
 
     config = TrainConfig(**loop_config["train_config"])
     context = ray.train.get_context()
-    rank = context.get_world_rank()
     torch.set_num_threads(max(1, config.cpus_per_worker))
     device = ray.train.torch.get_device()
-    use_bf16 = bf16_is_fast(device)
-
     torch.manual_seed(config.seed)  # identical initial weights on every rank
-    model = ANUNet().to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(model)
-    loss_fn = HybridLoss(alpha=config.alpha, gamma=config.gamma)
+    model = ray.train.torch.prepare_model(ANUNet().to(memory_format=torch.channels_last))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.learning_rate / 20)
-    start_epoch = 0
-
+    worker = Worker(
+        config=config, rank=context.get_world_rank(), world_size=context.get_world_size(), device=device,
+        use_bf16=bf16_is_fast(device), model=model, loss_fn=HybridLoss(alpha=config.alpha, gamma=config.gamma),
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config.epochs, eta_min=config.learning_rate / 20
+        ),
+    )
+    if worker.rank == 0 and loop_config.get("mlflow_run_id"):
+        worker.mlflow_run_id, worker.tracking_uri = loop_config["mlflow_run_id"], loop_config["tracking_uri"]
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
-            directory = Path(directory)
-            unwrap(model).load_state_dict(torch.load(directory / "model.pt", map_location=device, weights_only=True))
-            optimizer.load_state_dict(torch.load(directory / "optimizer.pt", map_location=device, weights_only=True))
-            scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
-            start_epoch = json.loads((directory / "state.json").read_text())["epoch"] + 1
+            worker.start_epoch = restore_checkpoint(worker, Path(directory))
+    return worker
 
-    tracker = None
-    if rank == 0 and loop_config.get("mlflow_run_id"):
-        from mlflow.tracking import MlflowClient
 
-        tracker = MlflowClient(tracking_uri=loop_config["tracking_uri"])
+def restore_checkpoint(worker: Worker, directory: Path) -> int:
+    """Load model, optimiser and schedule from a checkpoint folder; returns the next epoch."""
+    load = lambda name: torch.load(directory / name, map_location=worker.device, weights_only=True)  # noqa: E731
+    unwrap(worker.model).load_state_dict(load("model.pt"))
+    worker.optimizer.load_state_dict(load("optimizer.pt"))
+    worker.scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
+    return json.loads((directory / "state.json").read_text())["epoch"] + 1
 
+
+def train_one_epoch(worker: Worker, shard, epoch: int) -> tuple[float, int]:
+    """One pass over this rank's training shard (augmented, clipped, bf16 where fast); returns
+    ``(mean training loss, slices seen)``. The learning-rate schedule steps once afterwards."""
+    config, device = worker.config, worker.device
+    worker.model.train()
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 1009 + worker.rank)
+    augmentation = AugmentationConfig()
+    losses, slices = [], 0
+    for batch in shard.iter_torch_batches(
+        batch_size=config.batch_size, local_shuffle_buffer_size=4 * config.batch_size,
+        local_shuffle_seed=config.seed + epoch, drop_last=False,
+    ):
+        images = batch["image"].float().unsqueeze(1)
+        masks = batch["mask"].float().unsqueeze(1)
+        if config.augment:
+            images, masks = augment_batch(images, masks, generator, augmentation)
+        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(device, worker.use_bf16):
+            outputs = worker.model(images)
+        loss = worker.loss_fn(outputs, masks.to(device))
+        worker.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(worker.model.parameters(), max_norm=5.0)
+        worker.optimizer.step()
+        losses.append(loss.item())
+        slices += len(images)
+    worker.scheduler.step()
+    return (float(np.mean(losses)) if losses else float("nan")), slices
+
+
+def validate(worker: Worker, shard) -> dict[str, float]:
+    """Validation metrics of every depth over the whole validation split (counts of all ranks)."""
+    batches = shard.iter_torch_batches(batch_size=2 * worker.config.batch_size)
+    counts = validation_counts(worker.model, batches, worker.device, worker.use_bf16)
+    return depth_metrics(all_reduce_counts(counts, worker.device))
+
+
+def report_epoch(worker: Worker, epoch: int, metrics: dict[str, float]) -> None:
+    """Rank 0 logs the epoch (stdout, MLflow) and checkpoints it; every rank reports to Ray Train."""
+    import ray.train
+
+    if worker.rank == 0:
+        logger.info(
+            "epoch %d/%d: loss %.4f, %.1f slices/s, val Dice L1-L4 %s", epoch + 1, worker.config.epochs,
+            metrics["train_loss"], metrics["train_slices_per_s"],
+            " ".join(f"{metrics[f'val_dice_L{d}']:.3f}" for d in DEPTHS),
+        )
+    if worker.mlflow_run_id is not None:
+        registry.tracking.log_epoch_metrics(worker.mlflow_run_id, metrics, epoch, uri=worker.tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if worker.rank == 0:
+            state = {"epoch": epoch, "metrics": metrics}
+            save_checkpoint(Path(tmp), worker.model, worker.optimizer, worker.scheduler, state)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def train_func(loop_config: dict) -> None:
+    """``train_loop_per_worker``: one DDP rank, epoch after epoch: train, validate, report."""
+    import ray.train
+
+    configure_job_logging(worker=True)  # a worker process: its INFO lines reach the driver through stdout
+    worker = setup_worker(loop_config)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
-    augmentation = AugmentationConfig()
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(worker.start_epoch, worker.config.epochs):
         started = time.perf_counter()
-        model.train()
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 1009 + rank)
-        losses, slices = [], 0
-        for batch in train_shard.iter_torch_batches(
-            batch_size=config.batch_size, local_shuffle_buffer_size=4 * config.batch_size,
-            local_shuffle_seed=config.seed + epoch, drop_last=False,
-        ):
-            images = batch["image"].float().unsqueeze(1)
-            masks = batch["mask"].float().unsqueeze(1)
-            if config.augment:
-                images, masks = augment_batch(images, masks, generator, augmentation)
-            images = images.to(device).contiguous(memory_format=torch.channels_last)
-            masks = masks.to(device)
-            with autocast(device, use_bf16):
-                outputs = model(images)
-            loss = loss_fn(outputs, masks)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=5.0)
-            optimizer.step()
-            losses.append(loss.item())
-            slices += len(images)
-        scheduler.step()
-
-        counts = all_reduce_counts(validation_counts(model, val_shard.iter_torch_batches(batch_size=2 * config.batch_size), device, use_bf16), device)
-        metrics = depth_metrics(counts)
-        metrics |= {
+        train_loss, slices = train_one_epoch(worker, train_shard, epoch)
+        metrics = validate(worker, val_shard) | {
             "epoch": epoch,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
-            "learning_rate": scheduler.get_last_lr()[0],
-            "train_slices_per_s": slices * context.get_world_size() / (time.perf_counter() - started),
-            "resumed_from_epoch": start_epoch,  # 0 for a fresh run; > 0 after a restart or rerun
+            "train_loss": train_loss,
+            "learning_rate": worker.scheduler.get_last_lr()[0],
+            "train_slices_per_s": slices * worker.world_size / (time.perf_counter() - started),
+            "resumed_from_epoch": worker.start_epoch,  # 0 for a fresh run; > 0 after a restart or rerun
         }
-        if rank == 0:
-            print(
-                f"epoch {epoch + 1}/{config.epochs}: loss {metrics['train_loss']:.4f}, "
-                f"{metrics['train_slices_per_s']:.1f} slices/s, val Dice L1-L4 "
-                + " ".join(f"{metrics[f'val_dice_L{d}']:.3f}" for d in DEPTHS),
-                flush=True,
-            )
-        if tracker is not None:
-            timestamp = int(time.time() * 1000)
-            from mlflow.entities import Metric
-
-            tracker.log_batch(
-                loop_config["mlflow_run_id"],
-                metrics=[Metric(k, float(v), timestamp, epoch) for k, v in metrics.items() if k != "epoch"],
-            )
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                save_checkpoint(Path(tmp), model, optimizer, scheduler, {"epoch": epoch, "metrics": metrics})
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        report_epoch(worker, epoch, metrics)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,78 +416,64 @@ def build_trainer(config: TrainConfig, datasets: dict | None = None, callbacks: 
     )
 
 
-def open_mlflow_run(config: TrainConfig, run_name: str, dataset_checksum: str, summary) -> str:
-    """The MLflow run of ``run_name``: reopened when it exists (a resumed run), else created
-    with the run's parameters. Returns its id."""
-    from mlflow.tracking import MlflowClient
-
-    from anunet_platform.registry import ensure_experiment
-
-    client = MlflowClient(tracking_uri=config.tracking_uri)
-    experiment_id = ensure_experiment(config.experiment, uri=config.tracking_uri)
-    found = client.search_runs([experiment_id], filter_string=f"tags.ray_run_name = '{run_name}'", max_results=1)
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(experiment_id, run_name=run_name, tags={"ray_run_name": run_name, "dataset": dataset_checksum})
-    params = {k: v for k, v in asdict(config).items() if k not in ("tracking_uri", "mlflow_run_id", "storage_path", "run_name")}
-    params |= {"organ": summary.organ, "modality": summary.modality, "input_size": summary.size, "dataset": dataset_checksum}
-    for key, value in params.items():
-        client.log_param(run.info.run_id, key, str(value))
-    return run.info.run_id
-
-
-def run_training(config: TrainConfig) -> TrainResult:
-    """Train (or resume) a run on the Ray cluster; with ``register``, register every depth."""
-    from anunet_platform import registry
-    from anunet_platform.cluster import init_ray
-
-    summary = read_summary(config.data)
-    for split in ("train", "val"):
-        split_files(config.data, split)
+def prepare_run(config: TrainConfig, summary: DatasetSummary) -> TrainConfig:
+    """``config`` with its tracking store (checked), run name and MLflow run filled in: the
+    MLflow run of the run name is reopened when it exists (a resumed run), else created with
+    the run's parameters."""
     tracking = config.tracking_uri or registry.tracking_uri()
     registry.check_tracking_server(tracking)
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking)
+    registry.current_uri(tracking)
     run_name = config.run_name or default_run_name(config, summary.checksum)
     config = replace(config, run_name=run_name, tracking_uri=tracking)
     if config.mlflow_run_id is None:
-        config = replace(config, mlflow_run_id=open_mlflow_run(config, run_name, summary.checksum, summary))
-    init_ray()
-    logger.info("training %s on %d worker(s), MLflow run %s", run_name, config.num_workers, config.mlflow_run_id)
-    result = build_trainer(config).fit()
-    if result.error:
-        raise result.error
-    # Register the epoch that validated best (the deepest head's Dice), not merely the last:
-    # with small batches the BatchNorm statistics of one epoch can be a bad draw.
+        params = {k: v for k, v in asdict(config).items() if k not in NOT_PARAMS}
+        params |= {"organ": summary.organ, "modality": summary.modality, "input_size": summary.size,
+                   "dataset": summary.checksum}
+        run_id = registry.tracking.start_training_run(config.experiment, run_name, summary.checksum, params, uri=tracking)
+        config = replace(config, mlflow_run_id=run_id)
+    return config
+
+
+def best_result(result, config: TrainConfig) -> TrainResult:
+    """The finished run's best validated epoch (the deepest head's Dice), not merely the last:
+    with small batches the BatchNorm statistics of one epoch can be a bad draw."""
     best = result.get_best_checkpoint(metric="val_dice", mode="max") or result.checkpoint
-    checkpoint_dir = Path(best.path)
-    state = json.loads((checkpoint_dir / "state.json").read_text())
+    state = json.loads((Path(best.path) / "state.json").read_text())
     latest = json.loads((Path(result.checkpoint.path) / "state.json").read_text())
-    train_result = TrainResult(
-        run_name=run_name,
-        checkpoint_path=str(checkpoint_dir),
+    return TrainResult(
+        run_name=config.run_name,
+        checkpoint_path=str(Path(best.path)),
         metrics=state["metrics"],
         mlflow_run_id=config.mlflow_run_id,
         epochs_done=latest["epoch"] + 1,
         best_epoch=state["epoch"] + 1,
     )
-    from mlflow.tracking import MlflowClient
 
-    MlflowClient(tracking_uri=tracking).log_artifacts(config.mlflow_run_id, str(checkpoint_dir), "checkpoint")
+
+def run_training(config: TrainConfig) -> TrainResult:
+    """Train (or resume) a run on the Ray cluster; with ``register``, register every depth."""
+    summary = check_dataset(config.data)
+    config = prepare_run(config, summary)
+    init_ray()
+    logger.info("training %s on %d worker(s), MLflow run %s", config.run_name, config.num_workers, config.mlflow_run_id)
+    result = build_trainer(config).fit()
+    if result.error:
+        raise result.error
+    train_result = best_result(result, config)
+    registry.tracking.log_checkpoint(config.mlflow_run_id, Path(train_result.checkpoint_path), uri=config.tracking_uri)
     if config.register:
-        model = load_model_weights(checkpoint_dir)
         registered = registry.register_depths(
-            model, run_id=config.mlflow_run_id, organ=summary.organ, modality=summary.modality,
-            metrics=train_result.depth_metrics(), alpha=config.alpha, gamma=config.gamma,
-            dataset_checksum=summary.checksum, input_size=summary.size, uri=tracking,
+            load_model_weights(Path(train_result.checkpoint_path)), run_id=config.mlflow_run_id, organ=summary.organ,
+            modality=summary.modality, metrics=train_result.depth_metrics(), alpha=config.alpha, gamma=config.gamma,
+            dataset_checksum=summary.checksum, input_size=summary.size, uri=config.tracking_uri,
         )
-        train_result.registered = [asdict(r) if hasattr(r, "__dataclass_fields__") else dict(r) for r in registered]
-    print(format_depth_table(train_result))
+        train_result.registered = [asdict(r) for r in registered]
+    logger.info("%s", format_depth_table(train_result))
     return train_result
 
 
 def format_depth_table(result: TrainResult) -> str:
+    """The run's best validation metrics per depth, as a plain-text table."""
     rows = [f"run {result.run_name}: {result.epochs_done} epochs, best validation at epoch {result.best_epoch}",
             f"{'depth':>5} {'val Dice':>9} {'val IoU':>8} {'precision':>10} {'recall':>7}"]
     for d, m in result.depth_metrics().items():

@@ -21,7 +21,7 @@ enforces it: ``BasicVariantGenerator(max_concurrent=...)`` or a ``ConcurrencyLim
 as ``BasicVariantGenerator``: that was the hang.)
 
 The experiment resumes after the driver dies (same ``--name`` -> ``Tuner.restore``). In
-MLflow every trial is a child run under one parent run of the experiment.
+MLflow every trial is a child run under one parent run of the experiment (``registry.tracking``).
 """
 
 from __future__ import annotations
@@ -35,9 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from anunet_core.atomic import write_atomic
-from anunet_platform.ingest import case_error, read_summary
-from anunet_platform.train import DEPTHS, TrainConfig, TrainResult, build_trainer, default_storage_path, run_training, split_files
+from anunet_core.errors import one_line
+from anunet_core.io import write_atomic
+from anunet_core.vocabulary import DEPTHS
+from anunet_platform import registry
+from anunet_platform.cluster import init_ray
+from anunet_platform.train import TrainConfig, TrainResult, build_trainer, check_dataset, default_storage_path, run_training
 from anunet_platform.tune_report import (
     TrialRow,
     TuneReport,
@@ -292,38 +295,27 @@ def search_algorithm(config: SearchConfig, concurrent: int):
 # ----------------------------------------------------------------------------------------------
 
 
-def _mlflow_run(client, experiment_id: str, tag: str, value: str, run_name: str, tags: dict[str, str]) -> str:
-    """The id of the run tagged ``tag=value``, created (with ``tags``) if there is none yet."""
-    found = client.search_runs([experiment_id], filter_string=f"tags.{tag} = '{value}'", max_results=1)
-    if found:
-        return found[0].info.run_id
-    return client.create_run(experiment_id, run_name=run_name, tags={tag: value, **tags}).info.run_id
-
-
 def tune_trial(params: dict[str, Any]) -> None:
     """The Tune function trainable: one TorchTrainer run whose epochs Tune sees as iterations.
     Its MLflow child run opens when the trial starts; it ends it when training returns."""
-    from mlflow.tracking import MlflowClient
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from anunet_platform.logs import configure_job_logging
+
+    configure_job_logging(worker=True)  # a Tune trial's process: its INFO lines reach the driver through stdout
     base = TrainConfig(**params["train_config"])
     trial_id = tune.get_context().get_trial_id()
-    client = MlflowClient(tracking_uri=base.tracking_uri)
-    child = _mlflow_run(
-        client, params["mlflow_experiment_id"], "tune_trial_id", trial_id, f"trial-{trial_id}",
-        {"mlflow.parentRunId": params["mlflow_parent_run_id"], "ray_run_name": f"{params['name']}-{trial_id}"},
+    run_name = f"{params['name']}-{trial_id}"
+    child = registry.tracking.start_trial_run(
+        params["mlflow_experiment_id"], params["mlflow_parent_run_id"], trial_id, run_name,
+        {key: params[key] for key in SEARCH_SPACE}, uri=base.tracking_uri,
     )
-    config = replace(
-        base, alpha=params["alpha"], gamma=params["gamma"], learning_rate=params["learning_rate"],
-        run_name=f"{params['name']}-{trial_id}", mlflow_run_id=child,
-    )
-    for key in SEARCH_SPACE:
-        client.log_param(child, key, str(params[key]))
+    config = replace(base, **{key: params[key] for key in SEARCH_SPACE}, run_name=run_name, mlflow_run_id=child)
     # fit() raises on a training error; a trial Tune stops (ASHA) is killed inside it. Either way
     # the driver ends this run afterwards, from Tune's own verdict (close_trial_runs).
     build_trainer(config, callbacks=[TuneReportCallback()]).fit()
-    client.set_terminated(child, "FINISHED")
+    registry.tracking.finish_run(child, uri=base.tracking_uri)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -340,6 +332,108 @@ class TuneOutcome:
     mlflow_parent_run_id: str
     report: TuneReport | None = None
     registered: TrainResult | None = None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Where one tuning experiment lives: its name, its Tune folder (``storage/name``), the
+    MLflow store, experiment and parent run, and how many trials run at once."""
+
+    name: str
+    storage: Path
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    concurrent: int
+
+    @property
+    def path(self) -> Path:
+        return self.storage / self.name
+
+
+def trial_concurrency(config: SearchConfig) -> int:
+    """Trials at once: ``--max-concurrent-trials``, else what the connected cluster fits now."""
+    import ray
+
+    resources = ray.cluster_resources()
+    fits = max_concurrent_trials(resources.get("CPU", 0), resources.get("GPU", 0), config)
+    concurrent = config.max_concurrent_trials or fits
+    if concurrent > fits:
+        logger.warning("--max-concurrent-trials %d: the cluster fits %d now; the others wait for workers (expected "
+                       "while an autoscaling cluster grows)", concurrent, fits)
+    return concurrent
+
+
+def log_plan(config: SearchConfig, experiment: Experiment) -> None:
+    """What the experiment will run: trials, search, concurrency, ASHA's rungs and budget."""
+    rungs = asha_rungs(config.epochs, config.grace_period, config.reduction_factor)
+    logger.info(
+        "tuning %s: %d trials (%s search), at most %d at once; ASHA rungs at epochs %s of %d: about %.0f trial-epochs "
+        "instead of %d", experiment.name, config.num_samples, config.search, experiment.concurrent, rungs or "none",
+        config.epochs, asha_trial_epochs(config.num_samples, config.epochs, config.grace_period, config.reduction_factor),
+        config.num_samples * config.epochs,
+    )
+
+
+def open_experiment(config: SearchConfig, dataset_checksum: str) -> Experiment:
+    """Check the store and the cluster, then open (or reopen) the experiment's MLflow parent run."""
+    tracking = registry.tracking_uri()
+    registry.check_tracking_server(tracking)
+    init_ray()
+    require_state_api()
+    name = experiment_name(config, dataset_checksum)
+    storage = Path(config.storage_path) if config.storage_path else default_storage_path()
+    storage.mkdir(parents=True, exist_ok=True)
+    experiment_id, parent = registry.tracking.start_tuning_run(config.experiment, name, dataset_checksum, uri=tracking)
+    return Experiment(name, storage, tracking, experiment_id, parent, trial_concurrency(config))
+
+
+def trial_train_config(config: SearchConfig, experiment: Experiment) -> TrainConfig:
+    """The training every trial runs, before its searched values (alpha, gamma, learning rate)."""
+    return TrainConfig(
+        data=config.data, epochs=config.epochs, num_workers=config.num_workers, use_gpu=config.use_gpu,
+        cpus_per_worker=config.cpus_per_worker, batch_size=config.batch_size, seed=config.seed,
+        cache_data=config.cache_data, storage_path=experiment.path / "train", experiment=config.experiment,
+        tracking_uri=experiment.tracking_uri, max_failures=1,
+    )
+
+
+def build_tuner(config: SearchConfig, experiment: Experiment, train_config: TrainConfig):
+    """The ``Tuner``: restored when the experiment's folder holds one (the driver came back),
+    else new, with ASHA and the search algorithm holding the concurrency limit."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from anunet_platform.tune_callbacks import TrialTimes
+
+    param_space = search_domains(config) | {
+        "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(train_config).items()},
+        "mlflow_experiment_id": experiment.experiment_id,
+        "mlflow_parent_run_id": experiment.parent_run_id,
+        "name": experiment.name,
+    }
+    trainable = tune.with_resources(tune_trial, TRIAL_RESOURCES)
+    path = experiment.path
+    if tune.Tuner.can_restore(str(path)):
+        logger.info("resuming tuning experiment %s from %s", experiment.name, path)
+        return tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="max", num_samples=config.num_samples,
+            max_concurrent_trials=None,  # held by the search algorithm itself (see the module doc)
+            # stop_last_trials=False: reaching max_t alone does not kill a trial right after its
+            # last report (a rung that falls on max_t still can: close_trial_runs covers it)
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=config.epochs,
+                                    grace_period=config.grace_period, reduction_factor=config.reduction_factor,
+                                    stop_last_trials=False),
+            search_alg=search_algorithm(config, experiment.concurrent),
+            time_budget_s=config.time_budget_s,
+        ),
+        run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.storage),
+                                  callbacks=[TrialTimes(path / TRIAL_TIMES)]),
+    )
 
 
 def trial_rows(results, config: SearchConfig, intervals: dict[str, tuple[float, float]]) -> list[TrialRow]:
@@ -360,144 +454,88 @@ def trial_rows(results, config: SearchConfig, intervals: dict[str, tuple[float, 
         started, ended = intervals.get(trial_id, (None, None))
         rows.append(TrialRow(
             trial_id=trial_id, **point, dice_history=dice, best_dice=best, max_epochs=config.epochs,
-            error=case_error(result.error) if result.error else None, is_default=config.with_default_trial and all(
+            error=one_line(result.error) if result.error else None, is_default=config.with_default_trial and all(
                 math.isclose(point[k], DEFAULT_POINT[k], rel_tol=1e-9) for k in SEARCH_SPACE),
             started=started, ended=ended,
         ))
     return rows
 
 
-def close_trial_runs(client, experiment_id: str, parent_run_id: str, rows: list[TrialRow]) -> None:
+def close_trial_runs(experiment: Experiment, rows: list[TrialRow]) -> list[str]:
     """End the MLflow child runs still open, at their trial's end time: trials ASHA stopped
     (Tune kills the trial function, so it cannot end its run; ASHA's rung at the last epoch
     stops trials that already ran every epoch too) are FINISHED, failed trials FAILED."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10_000)
-    by_trial = {r.trial_id: r for r in rows}
-    for run in runs:
-        row = by_trial.get(run.data.tags.get("tune_trial_id", ""))
-        if row is not None and run.info.status == "RUNNING":
-            end = int(row.ended * 1000) if row.ended else None
-            client.set_terminated(run.info.run_id, "FAILED" if row.error else "FINISHED", end_time=end)
-
-
-def _log_report(client, parent: str, report: TuneReport, concurrent: int) -> None:
-    b = report.best
-    for key in SEARCH_SPACE:  # tags, not params: a resumed experiment may find a better trial
-        client.set_tag(parent, f"best_{key}", str(getattr(b, key)))
-    client.log_metric(parent, f"best_{METRIC}", b.score)
-    for d in DEPTHS:
-        client.log_metric(parent, f"best_trial_val_dice_L{d}", b.best_dice[d])
-    if report.comparison is not None:
-        client.log_metric(parent, f"default_{METRIC}", report.comparison.default_dice)
-        client.log_metric(parent, f"best_{METRIC}_same_budget", report.comparison.best_dice)
-        client.log_metric(parent, "gain_over_default", report.comparison.gain)
-    client.log_metric(parent, "max_concurrent_trials", concurrent)
-    client.log_metric(parent, "observed_concurrent_trials", report.observed_concurrency)
-    for path in report.files.values():
-        client.log_artifact(parent, str(path))
-
-
-def run_tuning(config: SearchConfig) -> TuneOutcome:
-    """Run (or resume) the experiment; print and log its report; optionally register the best."""
-    import mlflow
-    import ray
-    from mlflow.tracking import MlflowClient
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    from anunet_platform import registry
-    from anunet_platform.cluster import init_ray
-    from anunet_platform.tune_callbacks import TrialTimes, read_trial_times
-
-    summary = read_summary(config.data)
-    for split in ("train", "val"):
-        split_files(config.data, split)
-    tracking = registry.tracking_uri()
-    registry.check_tracking_server(tracking)
-    mlflow.set_tracking_uri(tracking)
-    init_ray()
-    require_state_api()
-    name = experiment_name(config, summary.checksum)
-    storage = Path(config.storage_path) if config.storage_path else default_storage_path()
-    storage.mkdir(parents=True, exist_ok=True)
-
-    client = MlflowClient(tracking_uri=tracking)
-    experiment_id = registry.ensure_experiment(config.experiment, uri=tracking)
-    parent = _mlflow_run(client, experiment_id, "tune_experiment", name, name, {"dataset": summary.checksum})
-
-    resources = ray.cluster_resources()
-    fits = max_concurrent_trials(resources.get("CPU", 0), resources.get("GPU", 0), config)
-    concurrent = config.max_concurrent_trials or fits
-    if concurrent > fits:
-        logger.warning("--max-concurrent-trials %d: the cluster fits %d now; the others wait for workers (expected "
-                       "while an autoscaling cluster grows)", concurrent, fits)
-    rungs = asha_rungs(config.epochs, config.grace_period, config.reduction_factor)
-    logger.info(
-        "tuning %s: %d trials (%s search), at most %d at once; ASHA rungs at epochs %s of %d: about %.0f trial-epochs "
-        "instead of %d", name, config.num_samples, config.search, concurrent, rungs or "none", config.epochs,
-        asha_trial_epochs(config.num_samples, config.epochs, config.grace_period, config.reduction_factor),
-        config.num_samples * config.epochs,
+    endings = {r.trial_id: (bool(r.error), r.ended) for r in rows}
+    return registry.tracking.close_trial_runs(
+        experiment.experiment_id, experiment.parent_run_id, endings, uri=experiment.tracking_uri
     )
-    train_config = TrainConfig(
-        data=config.data, epochs=config.epochs, num_workers=config.num_workers, use_gpu=config.use_gpu,
-        cpus_per_worker=config.cpus_per_worker, batch_size=config.batch_size, seed=config.seed,
-        cache_data=config.cache_data, storage_path=storage / name / "train", experiment=config.experiment, tracking_uri=tracking, max_failures=1,
-    )
-    param_space = search_domains(config) | {
-        "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(train_config).items()},
-        "mlflow_experiment_id": experiment_id,
-        "mlflow_parent_run_id": parent,
-        "name": name,
-    }
-    trainable = tune.with_resources(tune_trial, TRIAL_RESOURCES)
-    path = storage / name
-    if tune.Tuner.can_restore(str(path)):
-        logger.info("resuming tuning experiment %s from %s", name, path)
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric=METRIC, mode="max", num_samples=config.num_samples,
-                max_concurrent_trials=None,  # held by the search algorithm itself (see the module doc)
-                # stop_last_trials=False: reaching max_t alone does not kill a trial right after its
-                # last report (a rung that falls on max_t still can: close_trial_runs covers it)
-                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=config.epochs,
-                                        grace_period=config.grace_period, reduction_factor=config.reduction_factor,
-                                        stop_last_trials=False),
-                search_alg=search_algorithm(config, concurrent),
-                time_budget_s=config.time_budget_s,
-            ),
-            run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=[TrialTimes(path / TRIAL_TIMES)]),
-        )
-    results = tuner.fit()
 
-    rows = trial_rows(results, config, read_trial_times(path / TRIAL_TIMES))
-    close_trial_runs(client, experiment_id, parent, rows)
-    best = best_trial(rows)  # a clear error when no trial reported a Dice
-    report = TuneReport(
+
+def build_report(rows: list[TrialRow], concurrent: int) -> TuneReport:
+    """The best trial (a clear error when no trial reported a Dice), its comparison with the
+    default configuration, and the concurrency planned and observed."""
+    best = best_trial(rows)
+    return TuneReport(
         rows=rows, best=best, comparison=compare_to_default(rows, best), max_concurrent_trials=concurrent,
         observed_concurrency=observed_concurrency([(r.started, r.ended) for r in rows if r.started is not None]),
     )
-    table, summary_text = format_trials_table(rows, best), format_summary(report)
-    chart_title = f"{name}: validation Dice over alpha x gamma"
-    report.files = {  # beside the experiment, each written atomically
-        "table": write_atomic(path / TRIALS_MD, lambda tmp: tmp.write_text(f"{table}\n\n{summary_text}\n")),
+
+
+def write_report(report: TuneReport, config: SearchConfig, experiment: Experiment) -> str:
+    """The trials table (Markdown), CSV and Dice map, each written atomically beside the
+    experiment and recorded in ``report.files``; returns the table and summary as text."""
+    rows, path = report.rows, experiment.path
+    text = f"{format_trials_table(rows, report.best)}\n\n{format_summary(report)}\n"
+    chart_title = f"{experiment.name}: validation Dice over alpha x gamma"
+    report.files = {
+        "table": write_atomic(path / TRIALS_MD, lambda tmp: tmp.write_text(text)),
         "csv": write_atomic(path / TRIALS_CSV, lambda tmp: write_trials_csv(rows, tmp)),
         "chart": write_atomic(path / DICE_MAP, lambda tmp: plot_dice_map(
             rows, tmp, title=chart_title, alpha_range=config.alpha_range, gamma_range=config.gamma_range)),
     }
-    _log_report(client, parent, report, concurrent)
-    print(f"tuning {name}: trials (best validation Dice per depth; * best)\n{table}\n{summary_text}\n"
-          f"files: {', '.join(str(p) for p in report.files.values())}; MLflow parent run {parent}")
+    return text
 
-    best_config = {k: float(getattr(best, k)) for k in SEARCH_SPACE}
-    outcome = TuneOutcome(name, best_config, best.score, len(results), parent, report=report)
+
+def log_report(report: TuneReport, experiment: Experiment) -> None:
+    """The report under the MLflow parent run: the best configuration as tags (not params: a
+    resumed experiment may find a better trial), the scores as metrics, the files as artifacts."""
+    b, c = report.best, report.comparison
+    metrics = {f"best_{METRIC}": b.score} | {f"best_trial_val_dice_L{d}": b.best_dice[d] for d in DEPTHS}
+    if c is not None:
+        metrics |= {f"default_{METRIC}": c.default_dice, f"best_{METRIC}_same_budget": c.best_dice,
+                    "gain_over_default": c.gain}
+    metrics |= {"max_concurrent_trials": experiment.concurrent, "observed_concurrent_trials": report.observed_concurrency}
+    registry.tracking.log_run_summary(
+        experiment.parent_run_id, tags={f"best_{key}": getattr(b, key) for key in SEARCH_SPACE}, metrics=metrics,
+        files=report.files.values(), uri=experiment.tracking_uri,
+    )
+
+
+def run_tuning(config: SearchConfig) -> TuneOutcome:
+    """Run (or resume) the experiment; log and record its report; optionally register the best."""
+    from anunet_platform.tune_callbacks import read_trial_times
+
+    summary = check_dataset(config.data)
+    experiment = open_experiment(config, summary.checksum)
+    log_plan(config, experiment)
+    train_config = trial_train_config(config, experiment)
+    results = build_tuner(config, experiment, train_config).fit()
+
+    rows = trial_rows(results, config, read_trial_times(experiment.path / TRIAL_TIMES))
+    close_trial_runs(experiment, rows)
+    report = build_report(rows, experiment.concurrent)
+    text = write_report(report, config, experiment)
+    log_report(report, experiment)
+    logger.info("tuning %s: trials (best validation Dice per depth; * best)\n%sfiles: %s; MLflow parent run %s",
+                experiment.name, text, ", ".join(str(p) for p in report.files.values()), experiment.parent_run_id)
+
+    best_config = {k: float(getattr(report.best, k)) for k in SEARCH_SPACE}
+    outcome = TuneOutcome(experiment.name, best_config, report.best.score, len(results), experiment.parent_run_id,
+                          report=report)
     if config.register:
         outcome.registered = run_training(
-            replace(train_config, **best_config, run_name=f"{name}-best", storage_path=storage / name / "best",
-                    experiment=config.experiment, register=True, max_failures=2)
+            replace(train_config, **best_config, run_name=f"{experiment.name}-best",
+                    storage_path=experiment.path / "best", experiment=config.experiment, register=True, max_failures=2)
         )
     return outcome
 

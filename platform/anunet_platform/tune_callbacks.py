@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ray import tune
 
-from anunet_core.atomic import write_atomic
+from anunet_core.io import write_atomic
 
 
 class TrialTimes(tune.Callback):

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEPTHS = (1, 2, 3, 4)
+from anunet_core.vocabulary import DEPTHS
+
 COMPLETED, STOPPED, ERRORED = "completed", "stopped", "error"
 
 

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from anunet_core.metrics import ConfusionCounts
 from anunet_core.synthetic import make_archive
-from anunet_platform.ingest import IngestConfig, IngestError, run_ingest
-from anunet_platform.train import DEPTHS, TrainConfig, build_trainer, decode_batch, load_model_weights, run_training
+from anunet_core.vocabulary import DEPTHS
+from anunet_platform.contracts import DatasetError, decode_batch
+from anunet_platform.ingest import IngestConfig, run_ingest
+from anunet_platform.train import TrainConfig, build_trainer, depth_metrics, load_model_weights, run_training
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +59,16 @@ def test_decode_batch_restores_slices() -> None:
     assert np.array_equal(out["image"], image) and np.array_equal(out["mask"], mask)
 
 
+def test_depth_metrics_from_confusion_counts() -> None:
+    counts = [ConfusionCounts(torch.tensor(tp), torch.tensor(fp), torch.tensor(fn)) for tp, fp, fn in
+              [(0, 0, 10), (5, 5, 0), (6, 2, 2), (9, 1, 0)]]
+    metrics = depth_metrics(counts)
+    assert metrics["val_dice_L1"] == 0.0 and metrics["val_recall_L1"] == 0.0
+    assert metrics["val_dice_L2"] == pytest.approx(10 / 15) and metrics["val_precision_L2"] == pytest.approx(0.5)
+    assert metrics["val_iou_L3"] == pytest.approx(6 / 10) and metrics["val_recall_L3"] == pytest.approx(0.75)
+    assert metrics["val_dice"] == metrics["val_dice_L4"] == pytest.approx(18 / 19), "Tune's metric is the deepest head"
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [({"epochs": 0}, "--epochs"), ({"num_workers": 0}, "--num-workers"), ({"alpha": 2.0}, "--alpha"), ({"gamma": -1.0}, "--gamma")],
@@ -66,12 +79,12 @@ def test_bad_train_config_is_refused(tmp_path: Path, kwargs: dict, message: str)
 
 
 def test_bad_and_empty_datasets_give_clear_errors(tmp_path: Path, tracking: str) -> None:
-    with pytest.raises(IngestError, match="not an ingested dataset"):
+    with pytest.raises(DatasetError, match="not an ingested dataset"):
         run_training(config(tmp_path / "nowhere", tmp_path))
     empty = tmp_path / "empty"
     (empty / "train").mkdir(parents=True)
     (empty / "summary.json").write_text('{"organ": "liver", "modality": "CT", "size": 32, "layout": "pairs", "label_values": null, "preprocessing_version": "x", "seed": 0, "source": "s"}')
-    with pytest.raises(IngestError, match="no train slices"):
+    with pytest.raises(DatasetError, match="no train slices"):
         run_training(config(empty, tmp_path))
 
 
@@ -83,13 +96,22 @@ def test_two_worker_run_registers_every_depth(dataset: Path, tmp_path: Path, tra
 
     result = run_training(config(dataset, tmp_path, register=True, run_name="two-workers"))
     assert result.epochs_done == 2
-    for d in DEPTHS:
-        for key in ("dice", "iou", "precision", "recall"):
-            assert 0.0 <= result.metrics[f"val_{key}_L{d}"] <= 1.0
+    for d, m in result.depth_metrics().items():  # one set of confusion counts behind all four
+        assert m["val_iou"] == pytest.approx(m["val_dice"] / (2 - m["val_dice"]))
+        p, r = m["val_precision"], m["val_recall"]
+        assert m["val_dice"] * (p + r) == pytest.approx(2 * p * r, abs=1e-12), d  # Dice: harmonic mean of p and r
+    assert result.metrics["val_dice_L4"] > 0.0, "the trained network finds some liver"
     client = MlflowClient(tracking)
     # only rank 0 logs: one value per epoch, not one per worker
     history = client.get_metric_history(result.mlflow_run_id, "val_dice_L4")
     assert sorted(m.step for m in history) == [0, 1]
+    dice_by_epoch = {m.step: m.value for m in client.get_metric_history(result.mlflow_run_id, "val_dice")}
+    assert result.metrics["val_dice"] == pytest.approx(max(dice_by_epoch.values())), "the best epoch is what is kept"
+    assert dice_by_epoch[result.best_epoch - 1] == pytest.approx(result.metrics["val_dice"])
+    registered = {r["depth"]: r for r in result.registered}
+    assert sorted(registered) == list(DEPTHS)
+    for d in DEPTHS:
+        assert float(registered[d]["tags"]["val_dice"]) == result.metrics[f"val_dice_L{d}"], "tags are the best epoch's"
     assert {a.path for a in client.list_artifacts(result.mlflow_run_id)} >= {"checkpoint"}
 
     trained = load_model_weights(Path(result.checkpoint_path))
@@ -106,8 +128,10 @@ def test_two_worker_run_registers_every_depth(dataset: Path, tmp_path: Path, tra
     checkpoints = sorted(p for p in (tmp_path / "ray_results" / "two-workers").glob("checkpoint_*") if p.is_dir())
     latest = json.loads((checkpoints[-1] / "state.json").read_text())
     assert latest["epoch"] == 3 and latest["metrics"]["resumed_from_epoch"] == 2 and resumed.epochs_done == 4
-    assert 1 <= resumed.best_epoch <= 4
     assert resumed.mlflow_run_id == result.mlflow_run_id
+    dice_by_epoch = {m.step: m.value for m in client.get_metric_history(result.mlflow_run_id, "val_dice")}
+    assert sorted(dice_by_epoch) == [0, 1, 2, 3], "the resumed epochs log into the same MLflow run"
+    assert dice_by_epoch[resumed.best_epoch - 1] == pytest.approx(max(dice_by_epoch.values()))
 
 
 def _train_worker_pids() -> list[int]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from anunet_core.vocabulary import DEPTHS
 from anunet_platform.cli import tune_parser
 from anunet_platform.train import TrainConfig
 from anunet_platform.tune import (
@@ -214,7 +215,8 @@ def test_more_trials_than_fit_finish_one_at_a_time_on_two_cpus(tmp_path: Path, t
     report = outcome.report
     assert outcome.trials == 5 and report.max_concurrent_trials == 1
     assert [r.status for r in report.rows] == ["completed"] * 5, [(r.trial_id, r.status, r.error) for r in report.rows]
-    assert all(r.epochs == 1 and 0.0 < r.score <= 1.0 for r in report.rows)
+    assert all(r.epochs == 1 and r.score > 0.0 for r in report.rows)
+    assert all(r.score == r.best_dice[4] for r in report.rows), "the searched metric is the deepest head's Dice"
     # running trials never exceeded the limit: from every trial's start and end time
     intervals = [(r.started, r.ended) for r in report.rows]
     assert all(start is not None and end > start for start, end in intervals)
@@ -235,7 +237,7 @@ def test_more_trials_than_fit_finish_one_at_a_time_on_two_cpus(tmp_path: Path, t
     for line in lines:
         r = next(r for r in report.rows if r.trial_id == line["trial_id"])
         assert math.isclose(float(line["best_val_dice_L4"]), r.best_dice[4]) and float(line["alpha"]) == r.alpha
-        assert all(0.0 <= float(line[f"best_val_dice_L{d}"]) <= 1.0 for d in (1, 2, 3, 4))
+        assert all(float(line[f"best_val_dice_L{d}"]) == r.best_dice[d] for d in DEPTHS)
     table = (folder / "trials.md").read_text()
     assert sum(line.startswith("| ") for line in table.splitlines()) == 6  # the header and a row per trial
     assert "(default)" in table and f"{report.best.trial_id}*" in table
@@ -278,7 +280,8 @@ def test_tpe_with_asha_against_a_tracking_server_and_restored(tmp_path: Path, ti
         assert 1 <= report.observed_concurrency <= 2
         for r in report.rows:  # ASHA's rung is epoch 1: a trial ran 1 epoch (stopped) or both
             assert (r.epochs, r.status) in ((1, "stopped"), (2, "completed")), (r.trial_id, r.epochs, r.status, r.error)
-            assert SEARCH_SPACE["alpha"].check(r.alpha, r.alpha) is None and 0.0 <= r.gamma <= 5.0
+            low, high = config.alpha_range
+            assert low <= r.alpha <= high and config.gamma_range[0] <= r.gamma <= config.gamma_range[1]
         assert sum(r.is_default for r in report.rows) == 1
         client = MlflowClient(mlflow_server)
         children = client.search_runs(

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 #: The real scans with labels (../shared/data/real, see its README).
-REAL_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
+REAL_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 REAL_CT_DICOM = REAL_DATA / "totalseg-ct-dicom"
 REAL_MR = REAL_DATA / "totalseg-mr"
 

@@ -1,0 +1,101 @@
+"""What the registry calls things: model names, aliases, version tags and the files a version holds.
+
+A training run registers one model per pruning depth, ``anunet-{organ}-{modality}-L{depth}``
+(:func:`registered_model_name`); ``anunet-{organ}-{modality}`` names the family of the four.
+:class:`RegisteredDepth` is one registered version as the rest of the platform sees it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from anunet_core.vocabulary import DEPTHS, MAX_DEPTH, MODALITIES, is_depth
+from anunet_platform.registry.store import RegistryError
+
+CANDIDATE = "candidate"
+PRODUCTION = "production"
+# The version tags of the DESIGN contract (plus input_size; any further per-depth metrics, e.g.
+# val_precision and val_recall, and organ/modality are tagged too).
+TAG_KEYS = (
+    "depth",
+    "params",
+    "val_dice",
+    "val_iou",
+    "latency_ms_per_slice",
+    "input_size",
+    "alpha",
+    "gamma",
+    "dataset",
+)
+REQUIRED_METRICS = ("val_dice", "val_iou")
+# What a registered version holds besides the MLflow model (see register.py): the exact ANUNet.
+WEIGHTS_FILE = "anunet_state_dict.pt"
+CONFIG_FILE = "anunet_config.json"
+EXTRA_FILES_DIR = "extra_files"  # where mlflow.pytorch.save_model puts extra_files
+
+_MODALITIES = "|".join(m.lower() for m in MODALITIES)
+NAME_PATTERN = re.compile(rf"^anunet-(?P<organ>[a-z0-9_]+)-(?P<modality>{_MODALITIES})-L(?P<depth>[0-9]+)$")
+_FAMILY_PATTERN = re.compile(rf"^anunet-(?P<organ>[a-z0-9_]+)-(?P<modality>{_MODALITIES})(?:-L(?P<depth>[0-9]+))?$")
+_RUN_ID_PATTERN = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class RegisteredDepth:
+    """One registered model version of one depth: ``name``/``version`` and its tags."""
+
+    name: str
+    version: str
+    depth: int
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def val_dice(self) -> float:
+        return float(self.tags.get("val_dice", "nan"))
+
+    @property
+    def latency_ms_per_slice(self) -> float:
+        return float(self.tags.get("latency_ms_per_slice", "nan"))
+
+    @property
+    def params(self) -> int:
+        return int(self.tags.get("params", "0"))
+
+
+def registered_model_name(organ: str, modality: str, depth: int) -> str:
+    """``anunet-{organ}-{modality}-L{depth}``: organ and modality lower case, e.g.
+    ``registered_model_name("liver", "CT", 3) == "anunet-liver-ct-L3"``."""
+    organ_l, modality_l = str(organ).strip().lower(), str(modality).strip().lower()
+    if not re.fullmatch(r"[a-z0-9_]+", organ_l):
+        raise RegistryError(f"organ must be a lower-case word like 'liver', got {organ!r}")
+    if modality_l.upper() not in MODALITIES:
+        raise RegistryError(f"modality must be {' or '.join(MODALITIES)}, got {modality!r}")
+    if not is_depth(depth):
+        raise RegistryError(f"depth must be an int in 1..{MAX_DEPTH}, got {depth!r}")
+    return f"anunet-{organ_l}-{modality_l}-L{depth}"
+
+
+def family_name(organ: str, modality: str) -> str:
+    """``anunet-{organ}-{modality}``: the registered names without ``-L{depth}``."""
+    return registered_model_name(organ, modality, DEPTHS[0]).rsplit("-L", 1)[0]
+
+
+def parse_model_family(name: str) -> tuple[str, str, int | None]:
+    """``(organ, modality, depth)`` of a family name ``anunet-{organ}-{modality}`` (depth None)
+    or of one registered name ``anunet-{organ}-{modality}-L{depth}``, e.g.
+    ``parse_model_family("anunet-liver-ct") == ("liver", "CT", None)``."""
+    match = _FAMILY_PATTERN.fullmatch(str(name).strip())
+    if match is None or (match["depth"] is not None and int(match["depth"]) not in DEPTHS):
+        raise RegistryError(
+            f"model must be a family name like 'anunet-liver-ct' (or one depth, 'anunet-liver-ct-L2'), got {name!r}"
+        )
+    depth = None if match["depth"] is None else int(match["depth"])
+    return match["organ"], match["modality"].upper(), depth
+
+
+def check_run_id(run_id: object) -> str:
+    """``run_id`` if it looks like an MLflow run id (safe to quote in a search filter)."""
+    if not isinstance(run_id, str) or not _RUN_ID_PATTERN.match(run_id):
+        raise RegistryError(f"not an MLflow run id: {run_id!r}")
+    return run_id

@@ -1,0 +1,233 @@
+"""Registering a training run's depths: ``prune(model, d)`` becomes a version of ``anunet-{organ}-{modality}-L{d}``.
+
+What a registered version holds (an MLflow model, ``mlflow.pytorch`` flavour)
+    * ``data/model.pt2``: the depth-``d`` network exported with ``torch.export``
+      (``serialization_format="pt2"``, MLflow 3's default), wrapped so that it returns the
+      deepest head's logits ``(B, 1, S, S)`` only: what the logged signature says, what
+      ``mlflow models serve`` / pyfunc can return. Loading it needs torch and MLflow, no
+      project code, and MLflow checks the archive is pickle-free before loading.
+    * ``extra_files/anunet_state_dict.pt`` + ``extra_files/anunet_config.json``: the exact
+      :class:`~anunet_core.ANUNet` (its ``state_dict``, tensors only, and its constructor
+      arguments), from which :func:`~anunet_platform.registry.lookup.load_registered` rebuilds
+      it with ``torch.load(weights_only=True)``: nothing is unpickled (DESIGN rule).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from anunet_core.errors import one_line
+from anunet_core.model import ANUNet, count_parameters, prune
+from anunet_core.vocabulary import DEPTHS
+from anunet_platform.registry.chart import TRADEOFF_ARTIFACT, tradeoff_figure
+from anunet_platform.registry.latency import cpu_float, measure_latency_ms
+from anunet_platform.registry.naming import (
+    CANDIDATE,
+    CONFIG_FILE,
+    REQUIRED_METRICS,
+    TAG_KEYS,
+    WEIGHTS_FILE,
+    RegisteredDepth,
+    family_name,
+    registered_model_name,
+)
+from anunet_platform.registry.store import RegistryError, check_tracking_server, client
+
+logger = logging.getLogger(__name__)
+
+
+class _DeepestLogits(nn.Module):
+    """Serving view of a depth-d network: ``x -> logits of head d`` (one tensor, as the pyfunc
+    flavour and the logged signature require). Only its ``torch.export`` graph is saved."""
+
+    def __init__(self, network: ANUNet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)[-1]
+
+
+@contextlib.contextmanager
+def _in_run(run_id: str, mlflow_client) -> Iterator[None]:
+    """Make run ``run_id`` the active MLflow run for the block (it may already be active).
+
+    A run that was not active is resumed and afterwards set back to the status it had (a
+    FINISHED run stays FINISHED), so registering never ends someone else's run early.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        yield
+        return
+    try:
+        status = mlflow_client.get_run(run_id).info.status
+        mlflow.start_run(run_id=run_id, nested=active is not None)
+    except MlflowException as exc:
+        raise RegistryError(f"cannot use MLflow run {run_id}: {one_line(exc, limit=300)}") from None
+    try:
+        yield
+    finally:
+        mlflow.end_run(status=status)
+
+
+def _pip_requirements() -> list[str]:
+    import mlflow
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"numpy=={np.__version__}",
+    ]
+
+
+def check_request(
+    model: ANUNet, depths: Sequence[int], input_size: int, metrics: Mapping[int, Mapping[str, float]]
+) -> list[int]:
+    """The sorted depths to register, once the request is known to be complete (nothing logged yet)."""
+    if not isinstance(model, ANUNet):
+        raise TypeError(f"register_depths expects an ANUNet, got {type(model).__name__}")
+    depths = sorted(set(depths))
+    if not depths or any(d not in DEPTHS or d > model.depth for d in depths):
+        raise RegistryError(f"depths must be within 1..{model.depth} for this network, got {depths}")
+    if input_size < 16 or input_size % 16:
+        raise RegistryError(f"input_size must be a positive multiple of 16, got {input_size}")
+    for d in depths:
+        if d not in metrics:
+            raise RegistryError(f"no validation metrics for depth {d} (have depths {sorted(metrics)})")
+        missing = [k for k in REQUIRED_METRICS if k not in metrics[d]]
+        if missing:
+            raise RegistryError(f"metrics of depth {d} lack {', '.join(missing)} (have {sorted(metrics[d])})")
+        bad = {k: v for k, v in metrics[d].items() if not math.isfinite(float(v))}
+        if bad:
+            raise RegistryError(f"metrics of depth {d} are not finite: {bad}")
+    return depths
+
+
+def version_tags(
+    network: ANUNet, latency_ms: float, metrics: Mapping[str, float], *, input_size: int, alpha: float,
+    gamma: float, dataset_checksum: str, organ: str, modality: str,
+) -> dict[str, str]:
+    """The tags of one depth's version: the DESIGN's ``TAG_KEYS``, every metric, organ and modality."""
+    return {
+        "depth": str(network.depth),
+        "params": str(count_parameters(network)),
+        **{key: str(float(value)) for key, value in metrics.items()},
+        "latency_ms_per_slice": f"{latency_ms:.4f}",
+        "input_size": str(input_size),
+        "alpha": str(float(alpha)),
+        "gamma": str(float(gamma)),
+        "dataset": str(dataset_checksum),
+        "organ": str(organ).lower(),
+        "modality": str(modality).upper(),
+    }
+
+
+def write_network_files(network: ANUNet, input_size: int, folder: Path) -> list[str]:
+    """The version's extra files, written into ``folder``: tensors-only weights and constructor config."""
+    folder.mkdir(parents=True)
+    torch.save(network.state_dict(), folder / WEIGHTS_FILE)
+    config = {
+        "in_channels": network.in_channels,
+        "filters": list(network.filters),
+        "depth": network.depth,
+        "input_size": input_size,
+    }
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return [str(folder / WEIGHTS_FILE), str(folder / CONFIG_FILE)]
+
+
+def log_network(network: ANUNet, name: str, tags: Mapping[str, str], extra_files: list[str], example: np.ndarray) -> str:
+    """Log ``network`` (its deepest head, exported) into the active run as a new version of
+    registered model ``name``, tagged; returns the version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        logits = network(torch.from_numpy(example))[-1].numpy()
+    info = mlflow.pytorch.log_model(
+        _DeepestLogits(network),
+        name=f"anunet-L{network.depth}",
+        signature=infer_signature(example, logits),
+        input_example=example,
+        pip_requirements=_pip_requirements(),
+        extra_files=extra_files,
+        serialization_format="pt2",
+        registered_model_name=name,
+        tags=dict(tags),  # on the LoggedModel and, at creation, on the new model version
+        # Model.log's own check (load the pt2 back, predict the example) costs seconds per
+        # depth; the tests load the export instead. Only valid with pt2: with "pickle" the
+        # extra keyword would reach torch.save.
+        validate_serving_input=False,
+    )
+    return str(info.registered_model_version)
+
+
+def register_depths(
+    model: ANUNet,
+    *,
+    run_id: str,
+    organ: str,
+    modality: str,
+    metrics: Mapping[int, Mapping[str, float]],
+    alpha: float,
+    gamma: float,
+    dataset_checksum: str,
+    input_size: int,
+    depths: Sequence[int] = DEPTHS,
+    alias: str = CANDIDATE,
+    uri: str | None = None,
+) -> list[RegisteredDepth]:
+    """Register ``prune(model, d)`` for every ``d`` in ``depths`` from the existing run ``run_id``.
+
+    Args:
+        model: the trained network (any device; a CPU float32 copy is what gets logged).
+        run_id: the training run; the models are logged into it (resumed if not active).
+        organ, modality: name the registered models (:func:`registered_model_name`).
+        metrics: ``{depth: {"val_dice": ..., "val_iou": ..., ...}}``; every key becomes a tag.
+        alpha, gamma: the hybrid loss's focal parameters, tagged.
+        dataset_checksum: ``DatasetSummary.checksum`` of the training data, tagged ``dataset``.
+        input_size: slice side the network was trained on; the export and latency use it.
+        depths: which depths to register (default all four).
+        alias: set on each new version (moved from older ones); default ``candidate``.
+        uri: tracking/registry URI (default :func:`current_uri`).
+
+    Also logs ``tradeoff.png`` (:func:`tradeoff_figure`) to the run. Returns one
+    :class:`RegisteredDepth` per depth, in depth order.
+    """
+    depths = check_request(model, depths, input_size, metrics)
+    names = {d: registered_model_name(organ, modality, d) for d in depths}
+    uri, mlflow_client = client(uri)
+    check_tracking_server(uri)
+
+    source = cpu_float(model)
+    example = np.zeros((2, source.in_channels, input_size, input_size), dtype=np.float32)  # batch 2: dynamic batch
+    described = dict(input_size=input_size, alpha=alpha, gamma=gamma, dataset_checksum=dataset_checksum, organ=organ,
+                     modality=modality)
+    registered: list[RegisteredDepth] = []
+    with _in_run(run_id, mlflow_client), tempfile.TemporaryDirectory(prefix="anunet-register-") as tmp:
+        for d in depths:
+            network = prune(source, d).eval()
+            tags = version_tags(network, measure_latency_ms(source, d, input_size), metrics[d], **described)
+            files = write_network_files(network, input_size, Path(tmp) / f"L{d}")
+            version = log_network(network, names[d], tags, files, example)
+            if alias:
+                mlflow_client.set_registered_model_alias(names[d], alias, version)
+            registered.append(RegisteredDepth(names[d], version, d, tags, (alias,) if alias else ()))
+            summary = ", ".join(f"{k}={tags[k]}" for k in TAG_KEYS)
+            logger.info("registered %s version %s (%s)", names[d], version, summary)
+        title = f"{family_name(organ, modality)}: Dice vs CPU latency ({input_size}px)"
+        mlflow_client.log_figure(run_id, tradeoff_figure(registered, title), TRADEOFF_ARTIFACT)
+    return registered

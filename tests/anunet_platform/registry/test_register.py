@@ -1,0 +1,80 @@
+"""register_depths: one version per depth, named, tagged and aliased ``candidate``; the trade-off
+chart on the run; refusals before anything is logged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from anunet_core import ANUNet
+from anunet_platform import registry
+from anunet_platform.registry import RegistryError
+
+
+@pytest.mark.parametrize("key", ["liver1", "kidney"])
+def test_register_depths_names_tags_and_candidate_alias(store, client: MlflowClient, key: str, table6_params) -> None:
+    reg = store.runs[key]
+    assert [r.name for r in reg.rows] == store.names[key]
+    assert [r.version for r in reg.rows] == ["1"] * 4
+    for row in reg.rows:
+        d = row.depth
+        mv = client.get_model_version(row.name, row.version)
+        assert mv.run_id == reg.run_id
+        tags = mv.tags
+        assert tags["depth"] == str(d)
+        assert int(tags["params"]) == table6_params[d]
+        assert float(tags["val_dice"]) == reg.metrics[d]["val_dice"]
+        assert float(tags["val_iou"]) == reg.metrics[d]["val_iou"]
+        assert float(tags["val_recall"]) == reg.metrics[d]["val_recall"]
+        assert tags["dataset"] == reg.dataset
+        assert float(tags["alpha"]) == reg.alpha and float(tags["gamma"]) == reg.gamma
+        assert tags["input_size"] == str(store.size)
+        assert tags["organ"] == reg.organ.lower() and tags["modality"] == reg.modality.upper()
+        assert float(tags["latency_ms_per_slice"]) > 0
+        assert set(registry.TAG_KEYS) <= set(tags)
+        assert row.tags == {k: v for k, v in tags.items() if k in row.tags}
+        assert row.aliases == ("candidate",)
+    assert all(str(client.get_model_version_by_alias(name, "candidate").version) == "1" for name in store.names["kidney"])
+
+
+def test_registering_again_makes_version_2_and_moves_candidate(store, client: MlflowClient) -> None:
+    assert [r.version for r in store.runs["liver2"].rows] == ["2"] * 4
+    for name in store.names["liver2"]:
+        assert str(client.get_model_version_by_alias(name, "candidate").version) == "2"
+        assert "candidate" not in client.get_model_version(name, "1").aliases
+
+
+def test_runs_get_the_tradeoff_chart_and_keep_their_status(store, client: MlflowClient, tmp_path: Path) -> None:
+    for reg in store.runs.values():
+        assert "tradeoff.png" in [a.path for a in client.list_artifacts(reg.run_id)]
+    png = Path(client.download_artifacts(store.runs["liver1"].run_id, "tradeoff.png", str(tmp_path)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert client.get_run(store.runs["liver1"].run_id).info.status == "FINISHED", "resumed run is left FINISHED"
+    assert client.get_run(store.runs["liver2"].run_id).info.status == "FINISHED"
+
+
+def test_artifacts_stay_in_the_store_folder(store) -> None:
+    assert any((store.root / "mlartifacts").rglob("anunet_state_dict.pt"))
+    assert not (Path.cwd() / "mlruns").exists()
+
+
+def test_register_depths_refuses_incomplete_metrics_before_logging(store, client: MlflowClient, depth_metrics) -> None:
+    run_id = client.create_run(store.experiment_id).info.run_id
+    metrics = depth_metrics(0)
+    del metrics[3]["val_iou"]
+    common = dict(
+        run_id=run_id, organ="spleen", modality="CT", alpha=0.5, gamma=2.0, dataset_checksum="x", uri=store.uri
+    )
+    with pytest.raises(RegistryError, match="depth 3 lack val_iou"):
+        registry.register_depths(ANUNet(), metrics=metrics, input_size=store.size, **common)
+    with pytest.raises(RegistryError, match="input_size"):
+        registry.register_depths(ANUNet(), metrics=depth_metrics(0), input_size=40, **common)
+    with pytest.raises(RegistryError, match="not finite"):
+        registry.register_depths(ANUNet(), metrics=depth_metrics(0) | {2: {"val_dice": float("nan"), "val_iou": 0.5}},
+                                 input_size=store.size, **common)
+    with pytest.raises(RegistryError, match="depths must be within 1..2"):
+        registry.register_depths(ANUNet(depth=2), metrics=depth_metrics(0), input_size=store.size, **common)
+    assert client.search_registered_models("name LIKE 'anunet-spleen%'") == []
+    assert client.list_artifacts(run_id) == []
