@@ -111,7 +111,7 @@ def test_no_import_cycles() -> None:
 
 
 def _stage_of(module: str) -> str | None:
-    """The stage a platform module belongs to (``tune_report`` is part of ``tune``), or None."""
+    """The stage a platform module belongs to (``tune.report`` is part of ``tune``), or None."""
     parts = module.split(".")
     if parts[0] != "anunet_platform" or len(parts) < 2:
         return None

@@ -7,9 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
-from anunet_platform.tune_report import (
+from anunet_platform.tune.report import (
     COMPLETED,
     ERRORED,
     STOPPED,
@@ -23,6 +21,7 @@ from anunet_platform.tune_report import (
     plot_dice_map,
     write_trials_csv,
 )
+from PIL import Image
 
 
 def row(trial_id: str, history: tuple[float, ...], *, alpha=0.3, gamma=1.0, lr=1e-3, max_epochs=4, default=False, error=None) -> TrialRow:
