@@ -30,17 +30,28 @@ def align_label_to_image(
     """
     labels = np.asarray(label_array)
     label_affine = np.asarray(label_affine, dtype=np.float64)
-    img_shape = image.shape
     if labels.ndim != 3:
         raise LabelMismatchError(f"label volume must be 3-D, got shape {labels.shape}")
     if label_affine.shape != (4, 4) or abs(np.linalg.det(label_affine[:3, :3])) < 1e-12:
         raise LabelMismatchError("label affine is not an invertible 4x4 matrix")
-    if labels.shape == img_shape and np.allclose(label_affine, image.affine, rtol=0, atol=1e-6):
+    if labels.shape == image.shape and np.allclose(label_affine, image.affine, rtol=0, atol=1e-6):
         return labels
+    perm, signs, offset = _axis_map(label_affine, image, tol_mm)
+    _check_extent(labels.shape, image.shape, perm, signs, offset)
+    out = labels.transpose(tuple(int(p) for p in perm))
+    flip_axes = tuple(int(c) for c in range(3) if signs[c] < 0)
+    if flip_axes:
+        out = np.flip(out, axis=flip_axes)
+    return np.ascontiguousarray(out)
 
-    transform = np.linalg.inv(label_affine) @ image.affine
+
+def _axis_map(label_affine: np.ndarray, image: Volume, tol_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(perm, signs, offset)``: image axis ``c`` is label axis ``perm[c]``, run in direction
+    ``signs[c]``; ``offset`` is the integer label index of image voxel (0, 0, 0). Refuses a
+    rotation, another spacing, or centres more than ``tol_mm`` apart."""
+    transform = np.linalg.inv(label_affine) @ image.affine  # image index -> label index
     lin, trans = transform[:3, :3], transform[:3, 3]
-    perm = np.argmax(np.abs(lin), axis=0)  # image axis c -> label axis perm[c]
+    perm = np.argmax(np.abs(lin), axis=0)
     if sorted(perm.tolist()) != [0, 1, 2]:
         raise LabelMismatchError(
             "label grid is rotated relative to the image grid (not an axis permutation/flip)"
@@ -48,7 +59,7 @@ def align_label_to_image(
     signs = np.sign(lin[perm, [0, 1, 2]])
     img_sp = np.array(image.spacing)
     lab_sp = np.array(spacing_mm(label_affine))[perm]  # in image axis order
-    extent = np.maximum(np.array(img_shape) - 1, 1)
+    extent = np.maximum(np.array(image.shape) - 1, 1)
     if np.any(np.abs(img_sp - lab_sp) * extent > tol_mm):
         raise LabelMismatchError(
             f"label spacing {fmt_vec(lab_sp)} mm (in image axis order) differs from image "
@@ -60,7 +71,7 @@ def align_label_to_image(
     # Worst-case distance (mm) between a mapped image voxel centre and its label voxel centre,
     # over the 8 corners of the image grid (the error is affine, so the corners bound it).
     label_sp_all = np.array(spacing_mm(label_affine))
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in img_shape], indexing="ij"))
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in image.shape], indexing="ij"))
     corners = corners.reshape(3, -1).astype(np.float64)
     exact = lin @ corners + trans[:, None]
     snapped = perm_matrix @ corners + offset[:, None]
@@ -70,8 +81,13 @@ def align_label_to_image(
             f"label voxel centres are {dev_mm:.3f} mm off the image's (> {tol_mm} mm): rotated "
             f"or shifted by a fraction of a voxel"
         )
-    lab_shape_img_order = tuple(labels.shape[p] for p in perm)
-    if lab_shape_img_order != img_shape:
+    return perm, signs, offset
+
+
+def _check_extent(label_shape, img_shape, perm: np.ndarray, signs: np.ndarray, offset: np.ndarray) -> None:
+    """The label grid covers exactly the image grid: same size per axis, not shifted."""
+    lab_shape_img_order = tuple(label_shape[p] for p in perm)
+    if lab_shape_img_order != tuple(img_shape):
         what = (
             "does not cover"
             if any(a < b for a, b in zip(lab_shape_img_order, img_shape))
@@ -91,8 +107,3 @@ def align_label_to_image(
             f"label grid is shifted by {shift} voxels (in image axis order) relative to "
             f"image grid {fmt_shape(img_shape)}"
         )
-    out = labels.transpose(tuple(int(p) for p in perm))
-    flip_axes = tuple(int(c) for c in range(3) if signs[c] < 0)
-    if flip_axes:
-        out = np.flip(out, axis=flip_axes)
-    return np.ascontiguousarray(out)
