@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from archive_builders import write_filtered_png
 from PIL import Image
 
 from anunet_core import synthetic as syn
@@ -40,38 +41,6 @@ def _decode_png_filter0(path: Path) -> np.ndarray:
     return raw[:, 1:]
 
 
-def _png_with_filters(a: np.ndarray, filters: list[int]) -> bytes:
-    """Encode ``a`` with the given PNG filter type per row (independent encoder for the test)."""
-    h, w = a.shape
-    x = a.astype(np.int32)
-    out = b""
-    for r in range(h):
-        cur, up = x[r], (x[r - 1] if r else np.zeros(w, np.int32))
-        left = np.concatenate([[0], cur[:-1]])
-        up_left = np.concatenate([[0], up[:-1]])
-        f = filters[r % len(filters)]
-        if f == 0:
-            pred = np.zeros(w, np.int32)
-        elif f == 1:
-            pred = left
-        elif f == 2:
-            pred = up
-        elif f == 3:
-            pred = (left + up) // 2
-        else:
-            p = left + up - up_left
-            pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
-            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, up_left))
-        out += bytes([f]) + ((cur - pred) & 0xFF).astype(np.uint8).tobytes()
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(out)) + chunk(b"IEND", b""))
-
-
 def test_png_round_trip_and_all_filter_types(tmp_path):
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, size=(9, 13), dtype=np.uint8)
@@ -79,7 +48,7 @@ def test_png_round_trip_and_all_filter_types(tmp_path):
     np.testing.assert_array_equal(_decode_png_filter0(tmp_path / "a.png"), a)
     np.testing.assert_array_equal(_read_png(tmp_path / "a.png"), a)
     # CHAOS's own PNGs use every filter type: the reader the archives use (Pillow) decodes them
-    (tmp_path / "f.png").write_bytes(_png_with_filters(a, [0, 1, 2, 3, 4]))
+    write_filtered_png(tmp_path / "f.png", a)  # rows cycle through filter types 0-4
     np.testing.assert_array_equal(_read_png(tmp_path / "f.png"), a)
     with pytest.raises(ValueError, match="uint8"):
         write_png_gray(tmp_path / "b.png", a.astype(np.int16))

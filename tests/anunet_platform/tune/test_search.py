@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
-from anunet_platform.tune import (
-    DEFAULT_POINT,
-    SearchConfig,
-    search_algorithm,
-    tpe_startup_trials,
-)
-
-
-def search(**kwargs) -> SearchConfig:
-    return SearchConfig(**({"data": Path("d"), "num_samples": 8, "epochs": 2} | kwargs))
+from anunet_platform.tune import DEFAULT_POINT, search_algorithm, tpe_startup_trials
 
 
 @pytest.mark.parametrize("kind", ["random", "tpe"])
 @pytest.mark.parametrize("concurrent", [1, 3])
-def test_the_search_algorithm_itself_holds_the_concurrency_limit(kind, concurrent) -> None:
+def test_the_search_algorithm_itself_holds_the_concurrency_limit(search, kind, concurrent) -> None:
     """The hang: TuneConfig(max_concurrent_trials) is ignored for a SearchGenerator, so the
     limit must live in the search algorithm Tune is given."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -36,5 +26,5 @@ def test_the_search_algorithm_itself_holds_the_concurrency_limit(kind, concurren
         assert algorithm.searcher._sampler._n_startup_trials == tpe_startup_trials(8)
 
 
-def test_one_sample_is_not_spent_on_the_default() -> None:
+def test_one_sample_is_not_spent_on_the_default(search) -> None:
     assert search_algorithm(search(num_samples=1), 1)._points_to_evaluate == []

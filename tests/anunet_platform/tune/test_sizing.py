@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
-from anunet_platform.tune import (
-    SearchConfig,
-    asha_rungs,
-    asha_trial_epochs,
-    max_concurrent_trials,
-    tpe_startup_trials,
-)
-
-
-def search(**kwargs) -> SearchConfig:
-    return SearchConfig(**({"data": Path("d"), "num_samples": 8, "epochs": 2} | kwargs))
+from anunet_platform.tune import asha_rungs, asha_trial_epochs, max_concurrent_trials, tpe_startup_trials
 
 
 @pytest.mark.parametrize(
@@ -30,12 +19,12 @@ def search(**kwargs) -> SearchConfig:
         (16, 8, {"use_gpu": True, "num_workers": 4}, 2),
     ],
 )
-def test_max_concurrent_trials_fits_workers_and_input_pipeline(cpus, gpus, kwargs, expected) -> None:
+def test_max_concurrent_trials_fits_workers_and_input_pipeline(search, cpus, gpus, kwargs, expected) -> None:
     assert max_concurrent_trials(cpus, gpus, search(**kwargs)) == expected
 
 
 @pytest.mark.parametrize("cpus,gpus,kwargs", [(1, 0, {}), (8, 0, {"num_workers": 8}), (16, 0, {"use_gpu": True})])
-def test_a_cluster_too_small_for_one_trial_is_a_clear_error(cpus, gpus, kwargs) -> None:
+def test_a_cluster_too_small_for_one_trial_is_a_clear_error(search, cpus, gpus, kwargs) -> None:
     with pytest.raises(ValueError, match="one trial needs"):
         max_concurrent_trials(cpus, gpus, search(**kwargs))
 

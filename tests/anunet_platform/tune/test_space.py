@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 from anunet_platform.cli import tune_parser
@@ -14,10 +13,6 @@ from anunet_platform.tune import (
     SearchConfig,
     search_domains,
 )
-
-
-def search(**kwargs) -> SearchConfig:
-    return SearchConfig(**({"data": Path("d"), "num_samples": 8, "epochs": 2} | kwargs))
 
 
 @pytest.mark.parametrize(
@@ -34,12 +29,12 @@ def search(**kwargs) -> SearchConfig:
         ({"time_budget_s": 0}, "--time-budget-s"),
     ],
 )
-def test_bad_search_config_is_refused(kwargs, message) -> None:
+def test_bad_search_config_is_refused(search, kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         search(**kwargs)
 
 
-def test_the_search_space_is_the_issue_s_and_its_default_point_is_training_s_defaults() -> None:
+def test_the_search_space_is_the_issue_s_and_its_default_point_is_training_s_defaults(search) -> None:
     from ray.tune.search.sample import Float, LogUniform, Uniform
 
     config = search()
