@@ -35,14 +35,14 @@ from anunet_core.augmentation import AugmentationConfig, augment_batch
 from anunet_core.metrics import ConfusionCounts, dice, iou, precision, recall
 from anunet_core.vocabulary import DEPTHS
 from anunet_platform import registry
-from anunet_platform.cluster import init_ray, warn_if_ephemeral
+from anunet_platform.cluster import cluster_shape, init_ray, warn_if_ephemeral
 from anunet_platform.contracts import DatasetSummary, decode_batch, read_summary, split_files
 from anunet_platform.logs import configure_job_logging
 from anunet_platform.precision import autocast, bf16_is_fast
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val")
+TRAINING_SPLITS = ("train", "val")  # of the dataset's contracts.SPLITS: what training reads
 CHECKPOINT_FILES = ("model.pt", "optimizer.pt", "scheduler.pt", "state.json")
 # TrainConfig fields that are not parameters of the model (where and how it is stored and named)
 NOT_PARAMS = ("tracking_uri", "mlflow_run_id", "storage_path", "run_name")
@@ -137,7 +137,7 @@ class TrainResult:
 def check_dataset(data: Path) -> DatasetSummary:
     """The dataset's summary, once it is known to have both splits (``DatasetError`` otherwise)."""
     summary = read_summary(data)  # a clear error for a folder that is not a dataset
-    for split in SPLITS:
+    for split in TRAINING_SPLITS:
         split_files(data, split)
     return summary
 
@@ -148,7 +148,7 @@ def load_datasets(data: Path, cache: bool = False) -> dict[str, Any]:
 
     read_summary(data)
     datasets = {}
-    for split in SPLITS:
+    for split in TRAINING_SPLITS:
         ds = ray.data.read_parquet(split_files(data, split), columns=["image", "mask", "size"])
         ds = ds.map_batches(decode_batch, batch_format="numpy")
         datasets[split] = ds.materialize() if cache else ds
@@ -450,11 +450,41 @@ def best_result(result, config: TrainConfig) -> TrainResult:
     )
 
 
+def cpus_per_run(num_workers: int, cpus_per_worker: int, streams_data: bool = True) -> int:
+    """CPUs a training run holds at once: its workers', plus, when it streams its data from
+    Parquet, one for the Ray Data input pipeline that reads and decodes the slices beside them
+    (with none left, the workers wait for data forever). A run with ``cache_data`` decodes the
+    splits before its workers start and needs no more than theirs."""
+    return num_workers * cpus_per_worker + (1 if streams_data else 0)
+
+
+def check_worker_layout(config: TrainConfig, node_cpus: float, cluster_cpus: float, cluster_gpus: float) -> None:
+    """Refuse a worker layout the cluster cannot run (it would hang, not fail): a worker larger
+    than the largest node, workers that leave no CPU for the input pipeline, or missing GPUs.
+    The numbers are the connected cluster's now (``cluster.cluster_shape``)."""
+    workers, cpus = config.num_workers, config.cpus_per_worker
+    if cpus > node_cpus:
+        raise ValueError(f"--cpus-per-worker {cpus}: the largest node has {node_cpus:g} CPUs, and a worker runs on one node")
+    need = cpus_per_run(workers, cpus, streams_data=not config.cache_data)
+    if cluster_cpus < need:
+        pipeline = "" if config.cache_data else " and 1 CPU for the input pipeline"
+        raise ValueError(
+            f"{workers} worker(s) x {cpus} CPU(s){pipeline} need {need} CPUs; the cluster has {cluster_cpus:g}, so "
+            f"training would wait forever: lower --num-workers or --cpus-per-worker"
+            + ("" if config.cache_data else " (or pass --cache-data if the dataset fits in memory)")
+        )
+    if config.use_gpu and cluster_gpus < workers:
+        raise ValueError(f"--use-gpu with {workers} worker(s) needs {workers} GPUs; the cluster has {cluster_gpus:g}")
+
+
 def run_training(config: TrainConfig) -> TrainResult:
-    """Train (or resume) a run on the Ray cluster; with ``register``, register every depth."""
+    """Train (or resume) a run on the Ray cluster; with ``register``, register every depth.
+
+    A worker layout the cluster cannot run is refused before anything starts."""
     summary = check_dataset(config.data)
-    config = prepare_run(config, summary)
     init_ray()
+    check_worker_layout(config, *cluster_shape())
+    config = prepare_run(config, summary)
     logger.info("training %s on %d worker(s), MLflow run %s", config.run_name, config.num_workers, config.mlflow_run_id)
     result = build_trainer(config).fit()
     if result.error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from anunet_core import ANUNet, count_parameters, prune
 from anunet_core.model import nodes_at_depth
 

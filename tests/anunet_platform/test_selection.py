@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
 from anunet_platform import selection
 from anunet_platform.selection import (
     DepthCandidate,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -13,12 +14,21 @@ import numpy as np
 import pytest
 import torch
 
+from anunet_platform.contracts import DatasetError, decode_batch
+from anunet_platform.ingest import IngestConfig, run_ingest
+from anunet_platform.train import (
+    TrainConfig,
+    build_trainer,
+    check_worker_layout,
+    cpus_per_run,
+    depth_metrics,
+    load_model_weights,
+    run_training,
+)
+
 from anunet_core.metrics import ConfusionCounts
 from anunet_core.synthetic import make_archive
 from anunet_core.vocabulary import DEPTHS
-from anunet_platform.contracts import DatasetError, decode_batch
-from anunet_platform.ingest import IngestConfig, run_ingest
-from anunet_platform.train import TrainConfig, build_trainer, depth_metrics, load_model_weights, run_training
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +100,8 @@ def test_bad_and_empty_datasets_give_clear_errors(tmp_path: Path, tracking: str)
 
 @pytest.mark.slow
 def test_two_worker_run_registers_every_depth(dataset: Path, tmp_path: Path, tracking: str) -> None:
-    from mlflow.tracking import MlflowClient
-
     from anunet_platform.registry import load_registered, registered_model_name
+    from mlflow.tracking import MlflowClient
 
     result = run_training(config(dataset, tmp_path, register=True, run_name="two-workers"))
     assert result.epochs_done == 2
@@ -175,6 +184,43 @@ def test_killed_worker_is_replaced_and_training_resumes_from_checkpoint(dataset:
     assert result.metrics["epoch"] == 3
     assert result.metrics["resumed_from_epoch"] >= 1, "the replacement group must start from the checkpoint"
     assert set(_train_worker_pids()).isdisjoint(victims[-1:])
+
+
+@pytest.mark.parametrize(
+    "layout,shape,message",
+    [
+        ({"num_workers": 1, "cpus_per_worker": 2}, (2, 2, 0), "need 3 CPUs; the cluster has 2"),  # the issue's hang
+        ({"num_workers": 3, "cpus_per_worker": 1}, (8, 3, 0), "need 4 CPUs; the cluster has 3"),
+        ({"num_workers": 1, "cpus_per_worker": 4}, (2, 8, 0), "the largest node has 2 CPUs"),
+        ({"num_workers": 2, "use_gpu": True}, (8, 8, 1), "needs 2 GPUs; the cluster has 1"),
+    ],
+)
+def test_worker_layouts_that_would_hang_are_refused(tmp_path: Path, layout: dict, shape: tuple, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_worker_layout(TrainConfig(data=tmp_path, epochs=1, **layout), *shape)
+
+
+@pytest.mark.parametrize(
+    "layout,shape",
+    [
+        ({"num_workers": 1, "cpus_per_worker": 1}, (2, 2, 0)),
+        ({"num_workers": 2, "cpus_per_worker": 1}, (2, 3, 0)),
+        ({"num_workers": 1, "cpus_per_worker": 2, "cache_data": True}, (2, 2, 0)),  # decoded before the workers start
+        ({"num_workers": 2, "use_gpu": True}, (4, 4, 2)),
+    ],
+)
+def test_layouts_that_fit_pass(tmp_path: Path, layout: dict, shape: tuple) -> None:
+    check_worker_layout(TrainConfig(data=tmp_path, epochs=1, **layout), *shape)
+    config = TrainConfig(data=tmp_path, epochs=1, **layout)
+    assert cpus_per_run(config.num_workers, config.cpus_per_worker, not config.cache_data) <= shape[1]
+
+
+def test_the_layout_that_hung_is_refused_on_a_real_cluster_in_seconds(dataset: Path, tmp_path: Path, tracking: str) -> None:
+    """The issue's hang on the module's 3-CPU Ray: every CPU to the workers, none for the data."""
+    started = time.time()
+    with pytest.raises(ValueError, match="need 4 CPUs; the cluster has 3"):
+        run_training(config(dataset, tmp_path, num_workers=1, cpus_per_worker=3))
+    assert time.time() - started < 10
 
 
 def test_unreachable_tracking_server_fails_fast_and_clearly(dataset: Path, tmp_path: Path, monkeypatch) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+
 from anunet_platform.cli import PARSERS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from anunet_platform.train import cpus_per_run
 from anunet_platform.tune.space import SearchConfig
 
 __all__ = ["TRIAL_RESOURCES", "asha_rungs", "asha_trial_epochs", "max_concurrent_trials", "tpe_startup_trials"]
@@ -25,7 +26,7 @@ def max_concurrent_trials(cluster_cpus: float, cluster_gpus: float, config: Sear
     function itself holds no CPU (``TRIAL_RESOURCES``). Raises ``ValueError`` when not even
     one trial fits.
     """
-    cpus_per_trial = config.num_workers * config.cpus_per_worker + 1
+    cpus_per_trial = cpus_per_run(config.num_workers, config.cpus_per_worker)
     fits = math.floor(cluster_cpus / cpus_per_trial)
     if config.use_gpu:
         fits = min(fits, math.floor(cluster_gpus / config.num_workers))

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from anunet_platform.tune import SearchConfig
 from testkit import running_mlflow_server
 

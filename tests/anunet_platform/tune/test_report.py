@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from anunet_platform.tune.report import (
     COMPLETED,
     ERRORED,

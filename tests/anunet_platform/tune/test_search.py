@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import pytest
+
 from anunet_platform.tune import DEFAULT_POINT, search_algorithm, tpe_startup_trials
 
 

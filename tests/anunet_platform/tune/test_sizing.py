@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import pytest
+
 from anunet_platform.tune import asha_rungs, asha_trial_epochs, max_concurrent_trials, tpe_startup_trials
 
 

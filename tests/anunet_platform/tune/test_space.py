@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 import pytest
+
 from anunet_platform.cli import tune_parser
 from anunet_platform.train import TrainConfig
 from anunet_platform.tune import (
