@@ -23,6 +23,7 @@ from anunet_core.errors import one_line
 from anunet_core.synthetic import make_archive
 from anunet_core.vocabulary import DEPTHS, MODALITIES, ORGANS, validate_modality
 from anunet_platform import registry
+from anunet_platform.contracts import FailedFractionExceeded
 from anunet_platform.demo import DemoConfig
 from anunet_platform.evaluate import run_evaluate
 from anunet_platform.ingest import IngestConfig
@@ -299,6 +300,15 @@ def segment_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-previews", dest="previews", action="store_false", help="skip the preview PNGs")
     parser.add_argument("--recompute", action="store_true", help="redo cases already done with the same model version")
+    fraction = _default(SegmentConfig, "max_failed_fraction")
+    parser.add_argument(
+        "--max-failed-fraction", type=_fraction, default=fraction,
+        help=f"exit 1 (after writing the manifest) when more than this share of the cases failed (default {fraction})",
+    )
+    parser.add_argument(
+        "--allow-unpromoted", action="store_true",
+        help="run the newest versions of a model family with no --alias versions (refused otherwise)",
+    )
     return parser
 
 
@@ -390,7 +400,8 @@ def run_job(parser: argparse.ArgumentParser, action: Callable[[argparse.Namespac
     """Parse ``argv``, run ``action(args)``; a bad input ends the job with one line and exit 2.
 
     Progress goes to stdout through the job's logging (:func:`~anunet_platform.logs.configure_job_logging`).
-    Errors of bad input (``ValueError`` and its subclasses: unreadable archives, refused
+    A job that ran but failed more cases than ``--max-failed-fraction`` allows exits 1 with
+    one line (its outputs are written). Errors of bad input (``ValueError`` and its subclasses: unreadable archives, refused
     outputs, bad flags, ``FileNotFoundError``) are printed as ``error: <one line>``; anything
     else is a bug and keeps its traceback.
     """
@@ -401,4 +412,7 @@ def run_job(parser: argparse.ArgumentParser, action: Callable[[argparse.Namespac
     except (ValueError, FileNotFoundError) as exc:
         print(f"{parser.prog}: error: {one_line(exc, limit=100_000)}", file=sys.stderr)
         return 2
+    except FailedFractionExceeded as exc:
+        print(f"{parser.prog}: {one_line(str(exc), limit=100_000)}", file=sys.stderr)  # the verdict, not a bug: no type
+        return 1
     return 0

@@ -1,5 +1,9 @@
 """What the stages hand each other: the one place their file layouts and schemas are defined.
 
+Exit codes of every job: 0 done; 1 ran, but more cases failed than ``--max-failed-fraction``
+allows (:class:`FailedFractionExceeded`: the outputs are still written); 2 bad flags, archive,
+model or output folder (any ``ValueError``).
+
 Stages import this module, never each other. Two contracts:
 
 Dataset (``jobs/ingest.py`` writes it, ``jobs/train.py`` and ``jobs/tune.py`` read it)::
@@ -52,10 +56,12 @@ __all__ = [
     "SLICE_SCHEMA",
     "SPLITS",
     "DatasetError",
+    "FailedFractionExceeded",
     "DatasetSummary",
     "decode_batch",
     "decode_slices",
     "decode_slices_bytes",
+    "check_failed_fraction",
     "encode_masks",
     "encode_slices",
     "prediction_path",
@@ -65,6 +71,23 @@ __all__ = [
     "record_path",
     "split_files",
 ]
+
+class FailedFractionExceeded(Exception):
+    """A job ran to the end and wrote its outputs, but more of its cases failed than allowed:
+    ``cli.run_job`` exits 1 with this one-line message (a scheduler sees a failed night)."""
+
+
+def check_failed_fraction(failed: int, cases: int, max_failed_fraction: float, what: str) -> float:
+    """The failed fraction ``failed / cases`` (0 for no case); above ``max_failed_fraction``
+    raises :class:`FailedFractionExceeded` naming the counts and where the reasons are."""
+    fraction = failed / cases if cases else 0.0
+    if fraction > max_failed_fraction:
+        raise FailedFractionExceeded(
+            f"{failed} of {cases} cases failed ({fraction:.1%}), above --max-failed-fraction {max_failed_fraction:g}; "
+            f"the reasons are in {what}"
+        )
+    return fraction
+
 
 # ----------------------------------------------------------------------------------------------
 # Dataset: ingest -> train, tune

@@ -18,6 +18,8 @@ from anunet_platform.contracts import (
     SPLITS,
     DatasetError,
     DatasetSummary,
+    FailedFractionExceeded,
+    check_failed_fraction,
     decode_batch,
     decode_slices,
     decode_slices_bytes,
@@ -108,3 +110,15 @@ def test_read_manifest(tmp_path) -> None:
     assert read_manifest(tmp_path, ["case_id", "status", "not_a_column"]) == [
         {"case_id": "a", "status": "ok"}, {"case_id": "b", "status": "failed"}]
     assert len(read_manifest(tmp_path)[0]) == len(MANIFEST_SCHEMA.names)
+
+
+@pytest.mark.parametrize("failed,cases,limit,fraction", [(0, 0, 0.05, 0.0), (1, 20, 0.05, 0.05), (0, 3, 0.0, 0.0), (3, 3, 1.0, 1.0)])
+def test_failed_fraction_within_the_limit(failed: int, cases: int, limit: float, fraction: float) -> None:
+    assert check_failed_fraction(failed, cases, limit, "m.parquet") == fraction
+
+
+def test_failed_fraction_above_the_limit_names_counts_and_reasons() -> None:
+    with pytest.raises(FailedFractionExceeded, match=r"^2 of 20 cases failed \(10.0%\), above --max-failed-fraction 0.05; "
+                       r"the reasons are in OUT/manifest.parquet$"):
+        check_failed_fraction(2, 20, 0.05, "OUT/manifest.parquet")
+    assert not issubclass(FailedFractionExceeded, ValueError), "exit 1, not the bad-input exit 2"

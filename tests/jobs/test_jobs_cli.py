@@ -12,7 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from anunet_platform.cli import JOB_TARGETS, PARSERS, _default
+from anunet_platform.cli import JOB_TARGETS, PARSERS, _default, run_job
+from anunet_platform.contracts import FailedFractionExceeded
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,6 +61,27 @@ def test_flags_fill_the_jobs_config_with_its_defaults(job: str) -> None:
             assert action.default == expected, f"{job}: --{action.dest} defaults to {action.default!r}, {target.__name__} to {expected!r}"
 
 
+@pytest.mark.parametrize(
+    "error,code,line",
+    [
+        (None, 0, ""),
+        (ValueError("--archive A is not a folder"), 2, "jobs/segment.py: error: --archive A is not a folder"),
+        (FailedFractionExceeded("3 of 10 cases failed (30.0%), above --max-failed-fraction 0.05"), 1,
+         "jobs/segment.py: 3 of 10 cases failed (30.0%), above --max-failed-fraction 0.05"),
+    ],
+)
+def test_exit_codes_of_every_job(error, code: int, line: str, capsys: pytest.CaptureFixture) -> None:
+    """0 done; 1 ran but too many cases failed (outputs written); 2 bad input: one line each."""
+
+    def action(args) -> None:
+        if error is not None:
+            raise error
+
+    argv = ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct"]
+    assert run_job(PARSERS["segment"](), action, argv) == code
+    assert capsys.readouterr().err.strip() == line
+
+
 def test_a_changed_config_default_changes_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     """The parsers read the defaults when they are built: nothing is copied."""
     from anunet_platform.segment import SegmentConfig
@@ -83,6 +105,7 @@ def test_a_changed_config_default_changes_the_flag(monkeypatch: pytest.MonkeyPat
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--depth", "auto", "--max-dice-drop", "0.01"]),
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-kidney-mr", "--depth", "3", "--use-gpu", "--batch-size", "64"]),
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--latency-budget-ms", "20", "--num-actors", "2"]),
+        ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--max-failed-fraction", "0.05", "--allow-unpromoted"]),
     ],
 )
 def test_design_contract_flags_parse(job: str, argv: list[str]) -> None:
@@ -103,6 +126,7 @@ def test_design_contract_flags_parse(job: str, argv: list[str]) -> None:
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--max-dice-drop", "1.5"]),
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--latency-budget-ms", "0"]),
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--batch-size", "0"]),
+        ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--max-failed-fraction", "1.5"]),
     ],
 )
 def test_bad_flags_are_refused(job: str, argv: list[str]) -> None:

@@ -34,12 +34,6 @@ from anunet_platform.registry.store import RegistryError, check_tracking_server,
 logger = logging.getLogger(__name__)
 
 
-def _registered_depth(mv, depth: int) -> RegisteredDepth:
-    return RegisteredDepth(
-        name=mv.name, version=str(mv.version), depth=depth, tags=dict(mv.tags or {}), aliases=tuple(mv.aliases or ())
-    )
-
-
 def run_depth_versions(mlflow_client, uri: str, run_id: str, organ: str | None, modality: str | None) -> list:
     """The one ``anunet-<organ>-<modality>-L<d>`` version per depth that run ``run_id``
     registered, in depth order (``organ``/``modality`` narrow the search); else RegistryError."""
@@ -101,7 +95,7 @@ def run_promote(run_id: str, alias: str = PRODUCTION, uri: str | None = None) ->
     uri, mlflow_client = client(uri)
     promoted = promote(run_id, alias=alias, uri=uri)
     rows = [
-        _registered_depth(mlflow_client.get_model_version(name, version), d)
+        RegisteredDepth.from_version(mlflow_client.get_model_version(name, version), d)
         for d, (name, version) in zip(DEPTHS, promoted)
     ]
     logger.info("alias %r now marks the versions of run %s (%s):\n%s", alias, run_id, uri, depth_table(rows))
@@ -178,19 +172,21 @@ def load_registered(
 
 
 def production_depths(
-    organ: str, modality: str, alias: str = PRODUCTION, uri: str | None = None
+    organ: str, modality: str, alias: str = PRODUCTION, uri: str | None = None, *, fallback_to_newest: bool = True
 ) -> dict[int, RegisteredDepth]:
     """``{depth: RegisteredDepth}`` of the versions carrying ``alias`` for organ and modality.
 
-    A depth whose model has no such alias falls back to its newest version, with a warning
-    logged; a depth with no registered model is left out. :class:`RegistryError` when no depth
-    has any version.
+    A depth whose model has versions but none with ``alias``: with ``fallback_to_newest`` its
+    newest version is used and a warning logged; without, :class:`RegistryError` naming every
+    such model (the nightly job runs only promoted versions unless told otherwise). A depth
+    with no registered model is left out. :class:`RegistryError` when no depth has any version.
     """
     from mlflow.exceptions import MlflowException
 
     uri, mlflow_client = client(uri)
     check_tracking_server(uri)
     chosen: dict[int, RegisteredDepth] = {}
+    unpromoted: list[str] = []
     for d in DEPTHS:
         name = registered_model_name(organ, modality, d)
         try:
@@ -201,8 +197,15 @@ def production_depths(
                 continue
             newest = max(versions, key=lambda v: int(v.version))
             mv = mlflow_client.get_model_version(name, newest.version)  # search results may lack aliases
-            logger.warning("%s has no alias %r; using its newest version %s", name, alias, mv.version)
-        chosen[d] = _registered_depth(mv, d)
+            unpromoted.append(f"{name} (newest version {mv.version})")
+            if fallback_to_newest:
+                logger.warning("%s has no alias %r; using its newest version %s", name, alias, mv.version)
+        chosen[d] = RegisteredDepth.from_version(mv, d)
     if not chosen:
         raise RegistryError(f"no registered versions of {family_name(organ, modality)}-L1..L{MAX_DEPTH} in {uri}")
+    if unpromoted and not fallback_to_newest:
+        raise RegistryError(
+            f"no version with alias {alias!r} for {', '.join(unpromoted)}: promote a training run "
+            f"(jobs/promote.py --run-id RUN_ID) or pass --allow-unpromoted to run the newest versions"
+        )
     return chosen

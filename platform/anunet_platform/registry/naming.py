@@ -50,6 +50,12 @@ class RegisteredDepth:
     tags: dict[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
 
+    @classmethod
+    def from_version(cls, mv, depth: int) -> RegisteredDepth:
+        """From an MLflow ``ModelVersion`` of depth ``depth``."""
+        return cls(name=mv.name, version=str(mv.version), depth=depth, tags=dict(mv.tags or {}),
+                   aliases=tuple(mv.aliases or ()))
+
     @property
     def val_dice(self) -> float:
         return float(self.tags.get("val_dice", "nan"))

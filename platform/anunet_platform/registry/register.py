@@ -175,6 +175,19 @@ def log_network(network: ANUNet, name: str, tags: Mapping[str, str], extra_files
     return str(info.registered_model_version)
 
 
+def registered_by_run(mlflow_client, name: str, run_id: str):
+    """The ``READY`` version of registered model ``name`` that run ``run_id`` created, or None
+    (the oldest, should there be several): what a retried registration reuses."""
+    versions = [
+        mv for mv in mlflow_client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        if str(mv.status) == "READY"
+    ]
+    if not versions:
+        return None
+    oldest = min(versions, key=lambda mv: int(mv.version))
+    return mlflow_client.get_model_version(name, oldest.version)  # search results may lack aliases
+
+
 def register_depths(
     model: ANUNet,
     *,
@@ -204,8 +217,11 @@ def register_depths(
         alias: set on each new version (moved from older ones); default ``candidate``.
         uri: tracking/registry URI (default :func:`current_uri`).
 
-    Also logs ``tradeoff.png`` (:func:`tradeoff_figure`) to the run. Returns one
-    :class:`RegisteredDepth` per depth, in depth order.
+    Idempotent per run: a depth this run already registered (a driver killed midway, then
+    retried) keeps its version (:func:`registered_by_run`); only the missing depths are
+    registered, so the run still promotes as one set. Also logs ``tradeoff.png``
+    (:func:`tradeoff_figure`) to the run. Returns one :class:`RegisteredDepth` per depth, in
+    depth order.
     """
     depths = check_request(model, depths, input_size, metrics)
     names = {d: registered_model_name(organ, modality, d) for d in depths}
@@ -219,15 +235,20 @@ def register_depths(
     registered: list[RegisteredDepth] = []
     with _in_run(run_id, mlflow_client), tempfile.TemporaryDirectory(prefix="anunet-register-") as tmp:
         for d in depths:
-            network = prune(source, d).eval()
-            tags = version_tags(network, measure_latency_ms(source, d, input_size), metrics[d], **described)
-            files = write_network_files(network, input_size, Path(tmp) / f"L{d}")
-            version = log_network(network, names[d], tags, files, example)
+            existing = registered_by_run(mlflow_client, names[d], run_id)
+            if existing is not None:  # a retried registration: complete the set, never duplicate it
+                version, tags = str(existing.version), dict(existing.tags)
+                logger.info("%s version %s: already registered by run %s, kept", names[d], version, run_id)
+            else:
+                network = prune(source, d).eval()
+                tags = version_tags(network, measure_latency_ms(source, d, input_size), metrics[d], **described)
+                files = write_network_files(network, input_size, Path(tmp) / f"L{d}")
+                version = log_network(network, names[d], tags, files, example)
+                summary = ", ".join(f"{k}={tags[k]}" for k in TAG_KEYS)
+                logger.info("registered %s version %s (%s)", names[d], version, summary)
             if alias:
                 mlflow_client.set_registered_model_alias(names[d], alias, version)
             registered.append(RegisteredDepth(names[d], version, d, tags, (alias,) if alias else ()))
-            summary = ", ".join(f"{k}={tags[k]}" for k in TAG_KEYS)
-            logger.info("registered %s version %s (%s)", names[d], version, summary)
         title = f"{family_name(organ, modality)}: Dice vs CPU latency ({input_size}px)"
         mlflow_client.log_figure(run_id, tradeoff_figure(registered, title), TRADEOFF_ARTIFACT)
     return registered

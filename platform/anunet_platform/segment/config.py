@@ -21,7 +21,9 @@ class SegmentConfig:
 
     The depth policy's defaults (``max_dice_drop``, ``latency_budget_ms``) are
     :class:`~anunet_platform.selection.DepthPolicy`'s, written once in
-    :mod:`anunet_platform.selection`.
+    :mod:`anunet_platform.selection`. ``max_failed_fraction``: above it the job exits 1 once the
+    manifest is written. ``allow_unpromoted``: run the newest versions of a family with no
+    ``alias`` versions (refused otherwise).
     """
 
     archive: Path
@@ -38,6 +40,8 @@ class SegmentConfig:
     cpus_per_actor: float | None = None
     previews: bool = True
     recompute: bool = False
+    max_failed_fraction: float = 0.05
+    allow_unpromoted: bool = False
     tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
@@ -49,3 +53,5 @@ class SegmentConfig:
             raise SegmentError(f"num_actors must be >= 1, got {self.num_actors}")
         if self.cpus_per_actor is not None and not self.cpus_per_actor > 0:
             raise SegmentError(f"cpus_per_actor must be > 0, got {self.cpus_per_actor}")
+        if not 0.0 <= self.max_failed_fraction <= 1.0:
+            raise SegmentError(f"max_failed_fraction must be in [0, 1], got {self.max_failed_fraction}")

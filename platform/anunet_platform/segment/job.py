@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from anunet_core.archives import discover_cases
 from anunet_core.io import write_atomic
 from anunet_platform.cluster import init_ray
-from anunet_platform.contracts import MANIFEST_FILE, MANIFEST_SCHEMA, SEGMENT_SUMMARY_FILE
+from anunet_platform.contracts import MANIFEST_FILE, MANIFEST_SCHEMA, SEGMENT_SUMMARY_FILE, check_failed_fraction
 from anunet_platform.segment.config import SegmentConfig, SegmentError
 from anunet_platform.segment.model import SelectedModel, select_model
 from anunet_platform.segment.resume import ResumePlan, plan_resume
@@ -50,6 +50,8 @@ class SegmentSummary:
     slices_per_second: float = 0.0
     actors: int = 0
     device: str = "cpu"
+    failed_fraction: float = 0.0
+    max_failed_fraction: float = 0.05
 
     def line(self) -> str:
         return (
@@ -80,7 +82,9 @@ def run_segmentation(config: SegmentConfig) -> SegmentSummary:
 
     Connects to the Ray cluster in ``RAY_ADDRESS`` or starts a local one (only when there is
     work: a rerun with every case done touches no cluster). Raises :class:`SegmentError` (a
-    ``ValueError``) for a bad archive, model or output folder, and when every case failed.
+    ``ValueError``) for a bad archive, model or output folder, and when every case failed;
+    :class:`~anunet_platform.contracts.FailedFractionExceeded` when more than
+    ``max_failed_fraction`` of the cases failed (the manifest and summary are written first).
     """
     start = time.perf_counter()
     _check_folders(config)
@@ -105,6 +109,8 @@ def run_segmentation(config: SegmentConfig) -> SegmentSummary:
     if resume.todo and summary.ok == 0 and summary.skipped == 0:
         first = next(r["error"] for r in manifest_rows if r["status"] == "failed")
         raise SegmentError(f"no case of {config.archive} could be segmented ({summary.failed} failed; first: {first})")
+    check_failed_fraction(summary.failed, summary.cases, config.max_failed_fraction,
+                          f"{config.out / MANIFEST_FILE} (status 'failed')")
     return summary
 
 
@@ -144,6 +150,8 @@ def _finish(summary: SegmentSummary, rows: Sequence[Mapping[str, Any]], seconds:
             config: SegmentConfig) -> None:
     """Complete the summary, write ``OUT/summary.json`` and log the closing lines."""
     summary.count(rows)
+    summary.max_failed_fraction = config.max_failed_fraction
+    summary.failed_fraction = summary.failed / summary.cases if summary.cases else 0.0
     summary.seconds = seconds
     summary.slices_per_second = summary.slices / work_seconds if summary.slices and work_seconds > 0 else 0.0
     write_atomic(
@@ -151,4 +159,7 @@ def _finish(summary: SegmentSummary, rows: Sequence[Mapping[str, Any]], seconds:
     )
     logger.info("%s", summary.line())
     if summary.failed:
-        logger.info("%d case(s) failed; reasons in %s (status 'failed')", summary.failed, config.out / MANIFEST_FILE)
+        over = summary.failed_fraction > summary.max_failed_fraction
+        logger.info("%d case(s) failed (%.1f%%, %s --max-failed-fraction %g); reasons in %s (status 'failed')",
+                    summary.failed, 100 * summary.failed_fraction, "above" if over else "within",
+                    summary.max_failed_fraction, config.out / MANIFEST_FILE)

@@ -65,11 +65,14 @@ def depth_policy(config: SegmentConfig) -> tuple[str, str, DepthPolicy]:
 def select_model(config: SegmentConfig) -> SelectedModel:
     """Resolve ``--model``, apply the depth policy to the registry's tags and load that depth.
 
-    The per-depth versions come from :func:`registry.production_depths` (the alias, else the
-    newest versions with a warning). The caller logs the choice and its reason.
+    The per-depth versions come from :func:`registry.production_depths`: those with the alias;
+    a depth without it is refused unless ``--allow-unpromoted`` (then its newest version, with
+    a warning). The caller logs the choice and its reason.
     """
     organ, modality, policy = depth_policy(config)
-    depths = registry.production_depths(organ, modality, alias=config.alias, uri=config.tracking_uri)
+    depths = registry.production_depths(
+        organ, modality, alias=config.alias, uri=config.tracking_uri, fallback_to_newest=config.allow_unpromoted
+    )
     if policy.depth is not None:
         if policy.depth not in depths:
             raise SegmentError(

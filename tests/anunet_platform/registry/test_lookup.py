@@ -143,6 +143,10 @@ def test_production_depths(store, client: MlflowClient, caplog: pytest.LogCaptur
         fallback = registry.production_depths("kidney", "MR", uri=store.uri)
     assert {d: r.version for d, r in fallback.items()} == {1: "1", 2: "1", 3: "1", 4: "1"}
     assert sum("has no alias 'production'" in m for m in caplog.messages) == 4
+    with pytest.raises(RegistryError, match=r"no version with alias 'production' for anunet-kidney-mr-L1 \(newest version 1\), "
+                       r"anunet-kidney-mr-L2 .*anunet-kidney-mr-L4 \(newest version 1\): promote .*--allow-unpromoted"):
+        registry.production_depths("kidney", "MR", uri=store.uri, fallback_to_newest=False)
+    assert sorted(registry.production_depths("liver", "CT", uri=store.uri, fallback_to_newest=False)) == [1, 2, 3, 4]
 
     with pytest.raises(RegistryError, match="no registered versions"):
         registry.production_depths("spleen", "CT", uri=store.uri)

@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from anunet_core import ANUNet
+from anunet_core.vocabulary import DEPTHS
 from anunet_platform import registry
 from anunet_platform.registry import RegistryError
 
@@ -78,3 +79,24 @@ def test_register_depths_refuses_incomplete_metrics_before_logging(store, client
         registry.register_depths(ANUNet(depth=2), metrics=depth_metrics(0), input_size=store.size, **common)
     assert client.search_registered_models("name LIKE 'anunet-spleen%'") == []
     assert client.list_artifacts(run_id) == []
+
+
+def test_a_retried_registration_completes_the_set_instead_of_duplicating_it(
+    store, client: MlflowClient, trained_like, depth_metrics
+) -> None:
+    """A driver killed after registering two depths, then retried: one version per depth, the
+    first two kept as they were, and the run promotes as one set."""
+    run_id = client.create_run(store.experiment_id, run_name="retried").info.run_id
+    model = trained_like(2)
+    common = dict(run_id=run_id, organ="liver", modality="MR", metrics=depth_metrics(2), alpha=0.5, gamma=2.0,
+                  dataset_checksum="d", input_size=store.size, uri=store.uri)
+    first = registry.register_depths(model, depths=(1, 2), **common)
+    again = registry.register_depths(model, **common)
+    assert [r.depth for r in again] == list(DEPTHS)
+    assert [(r.version, r.tags) for r in again[:2]] == [(r.version, r.tags) for r in first]
+    for d in DEPTHS:
+        versions = client.search_model_versions(f"name='anunet-liver-mr-L{d}'")
+        assert [(str(v.version), v.run_id) for v in versions] == [("1", run_id)], d
+        assert str(client.get_model_version_by_alias(f"anunet-liver-mr-L{d}", "candidate").version) == "1"
+    assert [str(version) for _, version in registry.promote(run_id, uri=store.uri)] == ["1"] * 4
+    assert registry.register_depths(model, **common) == again, "a third call changes nothing"

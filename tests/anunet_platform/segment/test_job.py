@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -21,7 +22,7 @@ from anunet_core.archives import discover_cases
 from anunet_core.io import read_volume, voxel_volume_ml
 from anunet_core.synthetic import case_seed, make_archive, make_phantom, trivial_predictor_dice
 from anunet_platform import registry
-from anunet_platform.contracts import MANIFEST_SCHEMA, read_manifest
+from anunet_platform.contracts import MANIFEST_SCHEMA, FailedFractionExceeded, read_manifest
 from anunet_platform.evaluate import evaluate, summarize
 from anunet_platform.segment import SegmentConfig, SegmentError, SegmentSummary, model_uri, run_segmentation, write_manifest
 from anunet_platform.selection import DepthChoice, DepthPolicy, candidates_from_registry, choose_depth
@@ -175,7 +176,12 @@ def test_bad_scans_are_failed_rows_and_the_rest_goes_on(trained, tmp_path: Path)
     nan = np.full((32, 32, 8), np.nan, np.float32)
     _write_nifti(archive / "nan" / "image.nii.gz", nan)
 
-    summary = segment(trained, archive, out, depth=1)
+    strict = tmp_path / "out-default-fraction"
+    with pytest.raises(FailedFractionExceeded, match=r"4 of 5 cases failed \(80.0%\), above --max-failed-fraction 0.05"):
+        segment(trained, archive, strict, depth=1)  # the default: a night with 80 % failures is a failed night
+    assert json.loads((strict / "summary.json").read_text())["failed_fraction"] == 0.8, "written before the verdict"
+    assert len(manifest(strict)) == 5
+    summary = segment(trained, archive, out, depth=1, max_failed_fraction=1.0)
     rows = {r["case_id"]: r for r in manifest(out)}
     assert rows["case_0000"]["status"] == "ok" and (summary.ok, summary.failed) == (1, 4)
     for case_id in ("truncated", "garbage", "four-d", "nan"):
@@ -185,7 +191,7 @@ def test_bad_scans_are_failed_rows_and_the_rest_goes_on(trained, tmp_path: Path)
     assert "image.nii.gz" in rows["truncated"]["error"]
     assert "no finite voxel" in rows["nan"]["error"], rows["nan"]["error"]
 
-    rerun = segment(trained, archive, out, depth=1)
+    rerun = segment(trained, archive, out, depth=1, max_failed_fraction=0.8)
     assert (rerun.skipped, rerun.failed) == (1, 4), "failed cases are tried again, done ones are not"
 
     only_bad = tmp_path / "only-bad"
@@ -250,7 +256,12 @@ def test_real_scans_round_trip_their_geometry(trained, tmp_path: Path, folder: s
                                               caplog: pytest.LogCaptureFixture, same_geometry) -> None:
     archive = _real(folder)
     out = tmp_path / "out"
-    summary = run_segmentation(SegmentConfig(archive=archive, out=out, model=model, depth=1, tracking_uri=trained["uri"]))
+    config = SegmentConfig(archive=archive, out=out, model=model, depth=1, tracking_uri=trained["uri"])
+    if modality == "MR":  # registered, never promoted: refused unless asked for
+        with pytest.raises(registry.RegistryError, match=r"no version with alias 'production' for anunet-liver-mr-L1 .*--allow-unpromoted"):
+            run_segmentation(config)
+        config = replace(config, allow_unpromoted=True)
+    summary = run_segmentation(config)
     assert summary.ok == 1
     case = discover_cases(archive)[0]
     source = read_volume(case.image, modality=modality)
