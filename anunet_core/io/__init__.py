@@ -9,20 +9,24 @@ One concept per module:
   DICOM sniffing rule;
 - ``labels``: :func:`align_label_to_image`, a label grid onto its image's, exactly;
 - ``read``: :func:`read_volume`, whichever the scan is stored as;
+- ``lock``: :func:`output_lock`, one run at a time per output (a lease a dead run's successor
+  takes over);
 - ``atomic``: :func:`write_atomic`, :func:`write_json_atomic`, :func:`write_folder_atomic`: the
   one way every output file and folder is written.
 """
 
-from anunet_core.io.atomic import write_atomic, write_folder_atomic, write_json_atomic
+from anunet_core.io.atomic import recover_folder, write_atomic, write_folder_atomic, write_json_atomic
 from anunet_core.io.dicom import has_dicom_preamble, is_image_sop_class, read_dicom_series, slice_order
 from anunet_core.io.geometry import SliceGeometry
 from anunet_core.io.labels import align_label_to_image
+from anunet_core.io.lock import OutputLocked, output_lock
 from anunet_core.io.nifti import is_nifti_name, read_label_nifti, read_nifti, write_mask
 from anunet_core.io.read import read_volume
 from anunet_core.io.volume import LabelMismatchError, Volume, VolumeReadError, spacing_mm, voxel_volume_ml
 
 __all__ = [
     "LabelMismatchError",
+    "OutputLocked",
     "SliceGeometry",
     "Volume",
     "VolumeReadError",
@@ -30,10 +34,12 @@ __all__ = [
     "has_dicom_preamble",
     "is_image_sop_class",
     "is_nifti_name",
+    "output_lock",
     "read_dicom_series",
     "read_label_nifti",
     "read_nifti",
     "read_volume",
+    "recover_folder",
     "slice_order",
     "spacing_mm",
     "voxel_volume_ml",

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["write_atomic", "write_folder_atomic", "write_json_atomic"]
+__all__ = ["recover_folder", "write_atomic", "write_folder_atomic", "write_json_atomic"]
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -67,3 +67,24 @@ def write_folder_atomic(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover_folder(path: str | os.PathLike) -> list[Path]:
+    """Clean up after :func:`write_folder_atomic` runs that were killed; call it holding the
+    output's lock (:func:`anunet_core.io.lock.output_lock`), so no live run is disturbed.
+
+    A run killed between its two renames left ``path`` missing and the previous folder aside
+    (``.<name>.old-*``): it is put back, so readers never find no dataset at all. Staging
+    folders of killed runs (``.<name>.staging-*``) and old folders not needed any more are
+    removed. Returns the leftovers removed.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not path.exists():
+        os.replace(olds.pop(), path)  # the newest copy set aside: the dataset readers last saw
+    removed = [*olds, *path.parent.glob(f".{path.name}.staging-*")]
+    for leftover in removed:
+        shutil.rmtree(leftover, ignore_errors=True)
+    return removed

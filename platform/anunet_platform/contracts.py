@@ -27,6 +27,7 @@ Segmentation output (``jobs/segment.py`` writes it, ``jobs/evaluate.py`` reads i
     OUT/records/{case_id}.json      the case's manifest row, written when the case is done
     OUT/manifest.parquet            one row per case, columns of MANIFEST_SCHEMA
     OUT/summary.json                counts, slices/s, the depth choice and its reason
+    OUT/.anunet-segment.lock        the lease of the run writing OUT (one run at a time)
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "MANIFEST_SCHEMA",
     "MANIFEST_STATUSES",
     "MASKS_DIR",
+    "LOCK_FILE",
     "MASK_SUFFIX",
     "PREVIEWS_DIR",
     "RECORDS_DIR",
@@ -211,6 +213,7 @@ PREVIEWS_DIR = "previews"
 RECORDS_DIR = "records"
 MANIFEST_FILE = "manifest.parquet"
 SEGMENT_SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".anunet-segment.lock"  # the lease of the run writing OUT (anunet_core.io.lock)
 MASK_SUFFIX = ".nii.gz"
 MANIFEST_STATUSES: tuple[str, ...] = ("ok", "failed", "skipped")
 

@@ -39,7 +39,7 @@ from anunet_core.archives import (
     load_case,
 )
 from anunet_core.errors import one_line
-from anunet_core.io import write_atomic, write_folder_atomic, write_json_atomic
+from anunet_core.io import output_lock, recover_folder, write_atomic, write_folder_atomic, write_json_atomic
 from anunet_core.preprocessing import DEFAULT_SIZE, PREPROCESSING_VERSION, preprocess_label, preprocess_volume
 from anunet_core.vocabulary import MODALITIES, ORGANS
 from anunet_platform.contracts import (
@@ -340,14 +340,29 @@ def run_ingest(config: IngestConfig) -> DatasetSummary:
     """Ingest ``config.source`` into ``config.out`` with Ray Data; log progress and the summary.
 
     The dataset folder appears whole (built in a staging folder, then swapped in), with
-    ``errors.json`` listing the cases that failed. Connects to the Ray cluster in
-    ``RAY_ADDRESS`` or starts a local one.
+    ``errors.json`` listing the cases that failed. One ingest at a time writes a dataset
+    folder (a lease beside it; a second run exits 2 naming the first); the leftovers of a
+    killed ingest are cleaned up first, and a dataset it had set aside is put back.
+    Connects to the Ray cluster in ``RAY_ADDRESS`` or starts a local one.
     """
-    from anunet_platform.cluster import init_ray
-
     start = time.perf_counter()
     cases, layout, splits = discover_and_split(config)
-    check_output(config.out, config.overwrite)
+    with output_lock(config.out.parent / f".{config.out.name}.lock", "ingest"):
+        for leftover in recover_folder(config.out):
+            logger.info("removed %s, left by a killed ingest", leftover)
+        check_output(config.out, config.overwrite)
+        summary, errors = _write_dataset(config, cases, layout, splits, start)
+    logger.info("%s", summary.table())
+    if errors:
+        logger.info("%d case(s) failed; reasons in %s", len(errors), config.out / DATASET_ERRORS_FILE)
+    return summary
+
+
+def _write_dataset(config: IngestConfig, cases: Sequence[Case], layout: str, splits: dict[str, str],
+                   start: float) -> tuple[DatasetSummary, list[dict]]:
+    """Build the dataset in a staging folder and swap it in whole; ``(summary, error rows)``."""
+    from anunet_platform.cluster import init_ray
+
     logger.info("ingest: %d cases (%s layout) from %s -> %s", len(cases), layout, config.source, config.out)
     with write_folder_atomic(config.out) as staging:
         init_ray()
@@ -359,10 +374,7 @@ def run_ingest(config: IngestConfig) -> DatasetSummary:
         summary = summarise(results, config, layout, time.perf_counter() - start)
         write_json_atomic(staging / DATASET_ERRORS_FILE, sorted(errors, key=lambda e: e["case_id"]))
         write_json_atomic(staging / DATASET_SUMMARY_FILE, asdict(summary))
-    logger.info("%s", summary.table())
-    if errors:
-        logger.info("%d case(s) failed; reasons in %s", len(errors), config.out / DATASET_ERRORS_FILE)
-    return summary
+    return summary, errors
 
 
 __all__ = [

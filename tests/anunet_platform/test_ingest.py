@@ -13,6 +13,7 @@ import pytest
 
 from anunet_core.archives import discover_cases, load_case
 from anunet_core.preprocessing import normalize_intensity
+from anunet_core.io import OutputLocked
 from anunet_core.synthetic import make_archive
 from anunet_platform.contracts import DATASET_ERRORS_FILE, DATASET_SUMMARY_FILE, decode_slices, read_summary
 from anunet_platform.ingest import (
@@ -173,6 +174,36 @@ def test_existing_dataset_is_refused_unless_overwrite(ray_local, ct_archive: Pat
     assert marker.exists(), "a refused run must not touch the existing dataset"
     run_ingest(config(ct_archive, out, overwrite=True))
     assert not marker.exists() and (out / DATASET_SUMMARY_FILE).is_file()
+
+
+def test_a_second_ingest_into_the_same_folder_is_refused(ct_archive: Path, tmp_path: Path) -> None:
+    """Two ingests into one dataset folder: the second exits 2 naming the first, and writes nothing."""
+    out = tmp_path / "dataset"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom anunet_core.io import output_lock\n"
+         "with output_lock(sys.argv[1], 'ingest'):\n    print('held', flush=True)\n    time.sleep(600)",
+         str(tmp_path / ".dataset.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputLocked, match=rf"is being written by ingest \(pid {holder.pid} on "):
+            run_ingest(config(ct_archive, out))
+        assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [".dataset.lock"]
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+def test_a_killed_ingest_s_leftovers_are_swept_and_its_set_aside_dataset_restored(ray_local, ct_archive: Path,
+                                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "dataset"
+    run_ingest(config(ct_archive, out))
+    checksum = read_summary(out).checksum
+    out.rename(tmp_path / ".dataset.old-0123456789ab")  # killed between the swap's two renames
+    (tmp_path / ".dataset.staging-feedfacecafe" / "train").mkdir(parents=True)
+    with pytest.raises(IngestError, match="--overwrite"):  # the dataset is back, so it is refused
+        run_ingest(config(ct_archive, out))
+    assert read_summary(out).checksum == checksum
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
 
 
 def test_corrupt_case_is_an_error_row_and_the_rest_goes_on(ray_local, tmp_path: Path) -> None:

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from anunet_core.archives import discover_cases
-from anunet_core.io import write_atomic
+from anunet_core.io import output_lock, write_atomic
 from anunet_platform.cluster import init_ray
-from anunet_platform.contracts import MANIFEST_FILE, MANIFEST_SCHEMA, SEGMENT_SUMMARY_FILE, check_failed_fraction
+from anunet_platform.contracts import LOCK_FILE, MANIFEST_FILE, MANIFEST_SCHEMA, SEGMENT_SUMMARY_FILE, check_failed_fraction
 from anunet_platform.segment.config import SegmentConfig, SegmentError
 from anunet_platform.segment.model import SelectedModel, select_model
 from anunet_platform.segment.resume import ResumePlan, plan_resume
@@ -85,14 +85,23 @@ def run_segmentation(config: SegmentConfig) -> SegmentSummary:
     ``ValueError``) for a bad archive, model or output folder, and when every case failed;
     :class:`~anunet_platform.contracts.FailedFractionExceeded` when more than
     ``max_failed_fraction`` of the cases failed (the manifest and summary are written first).
+    One run at a time writes ``--out`` (its lease ``OUT/.anunet-segment.lock``): a second one
+    is refused with :class:`~anunet_core.io.OutputLocked` naming the first (exit 2); a killed
+    run's lease is taken over.
     """
     start = time.perf_counter()
     _check_folders(config)
+    config.out.mkdir(parents=True, exist_ok=True)
+    with output_lock(config.out / LOCK_FILE, "segment"):
+        return _run(config, start)
+
+
+def _run(config: SegmentConfig, start: float) -> SegmentSummary:
+    """The job, holding ``--out``'s lease."""
     cases = discover_cases(config.archive, layout=config.layout, require_labels=False)
     selected = select_model(config)
     choice = selected.choice
     logger.info("depth: L%d (%s): %s", choice.depth, selected.model_version, choice.reason)
-    config.out.mkdir(parents=True, exist_ok=True)
     resume = plan_resume(cases, config.archive, config.out, selected.model_version, config.recompute)
     summary = SegmentSummary(
         archive=str(config.archive), out=str(config.out), model=config.model,

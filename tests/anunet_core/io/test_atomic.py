@@ -188,3 +188,29 @@ def test_a_process_killed_mid_write_leaves_the_old_file_whole(tmp_path: Path) ->
     assert leftovers == [tmp_name]
     assert tmp_name.startswith(".") and tmp_name.endswith(".nii.gz")
     assert (target.parent / tmp_name).read_bytes() == b"N" * 5000
+
+
+def test_recover_folder_puts_back_a_dataset_a_killed_swap_set_aside(tmp_path) -> None:
+    """A run killed between write_folder_atomic's two renames: no dataset, the old one aside."""
+    from anunet_core.io import recover_folder
+
+    old = tmp_path / ".ds.old-0123456789ab"
+    (old / "train").mkdir(parents=True)
+    (old / "summary.json").write_text("{}")
+    (tmp_path / ".ds.staging-feedfacecafe" / "train").mkdir(parents=True)
+    removed = recover_folder(tmp_path / "ds")
+    assert (tmp_path / "ds" / "summary.json").read_text() == "{}" and (tmp_path / "ds" / "train").is_dir()
+    assert [p.name for p in removed] == [".ds.staging-feedfacecafe"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_recover_folder_removes_leftovers_beside_a_whole_dataset(tmp_path) -> None:
+    from anunet_core.io import recover_folder
+
+    (tmp_path / "ds").mkdir()
+    (tmp_path / ".ds.old-aaaaaaaaaaaa").mkdir()
+    (tmp_path / ".ds.staging-bbbbbbbbbbbb").mkdir()
+    (tmp_path / ".other.staging-cccccccccccc").mkdir()  # another output's: not ours to touch
+    assert len(recover_folder(tmp_path / "ds")) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.staging-cccccccccccc", "ds"]
+    assert recover_folder(tmp_path / "missing" / "ds") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,10 +20,10 @@ import pytest
 from PIL import Image
 
 from anunet_core.archives import discover_cases
-from anunet_core.io import read_volume, voxel_volume_ml
+from anunet_core.io import OutputLocked, read_volume, voxel_volume_ml
 from anunet_core.synthetic import case_seed, make_archive, make_phantom, trivial_predictor_dice
 from anunet_platform import registry
-from anunet_platform.contracts import MANIFEST_SCHEMA, FailedFractionExceeded, read_manifest
+from anunet_platform.contracts import LOCK_FILE, MANIFEST_SCHEMA, FailedFractionExceeded, read_manifest
 from anunet_platform.evaluate import evaluate, summarize
 from anunet_platform.segment import SegmentConfig, SegmentError, SegmentSummary, model_uri, run_segmentation, write_manifest
 from anunet_platform.selection import DepthChoice, DepthPolicy, candidates_from_registry, choose_depth
@@ -281,6 +282,32 @@ def test_job_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
         _, stderr = job.communicate(timeout=120)
         assert job.returncode == 2 and stderr.strip().count("\n") == 0, stderr
         assert stderr.startswith("jobs/segment.py: error:") and message in stderr
+
+
+def test_a_second_run_on_the_same_out_is_refused_and_a_killed_one_s_lease_taken_over(tmp_path: Path) -> None:
+    """Two nightly runs on one --out: the second exits 2 naming the first before any work; once
+    the first is SIGKILLed its lease is taken over (the run then goes on to the registry)."""
+    make_archive(tmp_path / "a", cases=1, modality="CT", fmt="nifti", seed=0, shape=(16, 16, 4))
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom anunet_core.io import output_lock\n"
+         "with output_lock(sys.argv[1], 'segment'):\n    print('held', flush=True)\n    time.sleep(600)",
+         str(out / LOCK_FILE)], stdout=subprocess.PIPE, text=True)
+    config = SegmentConfig(archive=tmp_path / "a", out=out, model="anunet-liver-ct",
+                           tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputLocked, match=rf"{re.escape(str(out))} is being written by segment \(pid {holder.pid} on "):
+            run_segmentation(config)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE], "the refused run wrote nothing"
+        holder.kill()
+        holder.wait(timeout=30)
+        with pytest.raises(registry.RegistryError, match="no registered versions"):  # got past the lease
+            run_segmentation(config)
+        assert not (out / LOCK_FILE).exists(), "released on the way out"
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
 
 
 def test_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
