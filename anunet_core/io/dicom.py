@@ -328,9 +328,8 @@ def _series_modality(ref: _Slice, given: str | None) -> str:
     return tag
 
 
-def _series_affine(ref: _Slice, first: _Slice, step: np.ndarray) -> np.ndarray:
+def _series_affine(ref: _Slice, first: _Slice, step: np.ndarray, row_cos: np.ndarray, col_cos: np.ndarray) -> np.ndarray:
     """Voxel -> RAS+ mm (see the module docstring)."""
-    row_cos, col_cos, _ = _unit_vectors(ref)
     dy, dx = (float(v) for v in ref.pixel_spacing)
     lps = np.eye(4)
     lps[:3, 0] = row_cos * dx
@@ -372,14 +371,14 @@ def read_dicom_series(
     given_modality = validate_modality(modality) if modality is not None else None
     files = _pick_series(_group_series(folder), folder, series_uid)
     slices = [_slice_header(p, ds) for p, ds in files]
-    _, _, normal = _unit_vectors(slices[0])
+    row_cos, col_cos, normal = _unit_vectors(slices[0])
     _check_slices(slices)
     order, dist = slice_order(slices[0].iop, np.stack([sl.ipp for sl in slices]))
     ref = slices[0]
     slices = [slices[i] for i in order]
     step = _slice_step(slices, dist, normal)
     mod = _series_modality(ref, given_modality)
-    affine = _series_affine(ref, slices[0], step)
+    affine = _series_affine(ref, slices[0], step, row_cos, col_cos)
     array = np.empty((ref.cols, ref.rows, len(slices)), dtype=np.float32)
     for k, sl in enumerate(slices):
         array[:, :, k] = _decode_slice(sl).T

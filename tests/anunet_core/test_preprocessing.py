@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -22,11 +21,9 @@ from anunet_core.preprocessing import (
     preprocess_volume,
     restore_mask,
 )
-from anunet_core.io import SliceGeometry, Volume, align_label_to_image, read_dicom_series, read_label_nifti
+from anunet_core.io import SliceGeometry, Volume, align_label_to_image
 from anunet_core.vocabulary import ORGANS, validate_organ
 
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
-CT_DIR = REAL / "totalseg-ct-dicom"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -313,21 +310,14 @@ def test_label_to_mask_and_organs_validation():
 
 
 @pytest.fixture(scope="module")
-def real_ct():
-    folder = CT_DIR / "dicom"
-    if not folder.exists():
-        pytest.skip(f"real test data not found at {folder} (a clone without ../shared/data/real)")
-    from pydicom.pixels.decoders import JPEG2000LosslessDecoder
-
-    if not JPEG2000LosslessDecoder.is_available:
-        pytest.skip("no JPEG 2000 decoder for pydicom (Pillow with OpenJPEG) in this environment")
-    image = read_dicom_series(folder)
-    labels, affine = read_label_nifti(CT_DIR / "labels.nii.gz")
+def real_ct_aligned(real_ct):
+    """The real CT series and its labels on its own voxel grid."""
+    image, labels, affine = real_ct
     return image, align_label_to_image(labels, affine, image)
 
 
-def test_real_ct_preprocess_and_restore(real_ct):
-    image, labels = real_ct
+def test_real_ct_preprocess_and_restore(real_ct_aligned):
+    image, labels = real_ct_aligned
     slices, geometry = preprocess_volume(image)
     assert slices.shape == (20, 256, 256) and slices.dtype == np.float32
     assert slices.min() >= 0.0 and slices.max() <= 1.0

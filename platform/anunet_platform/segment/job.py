@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from anunet_core.archives import discover_cases
-from anunet_core.io import output_lock, write_atomic
+from anunet_core.io import output_lock, write_atomic, write_json_atomic
 from anunet_platform.cluster import init_ray
 from anunet_platform.contracts import LOCK_FILE, MANIFEST_FILE, MANIFEST_SCHEMA, SEGMENT_SUMMARY_FILE, check_failed_fraction
 from anunet_platform.segment.config import SegmentConfig, SegmentError
@@ -163,9 +162,7 @@ def _finish(summary: SegmentSummary, rows: Sequence[Mapping[str, Any]], seconds:
     summary.failed_fraction = summary.failed / summary.cases if summary.cases else 0.0
     summary.seconds = seconds
     summary.slices_per_second = summary.slices / work_seconds if summary.slices and work_seconds > 0 else 0.0
-    write_atomic(
-        config.out / SEGMENT_SUMMARY_FILE, lambda tmp: tmp.write_text(json.dumps(asdict(summary), indent=2) + "\n")
-    )
+    write_json_atomic(config.out / SEGMENT_SUMMARY_FILE, asdict(summary))
     logger.info("%s", summary.line())
     if summary.failed:
         over = summary.failed_fraction > summary.max_failed_fraction

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ray import tune
 
-from anunet_core.io import write_atomic
+from anunet_core.io import write_json_atomic
 
 
 class TrialTimes(tune.Callback):
@@ -34,7 +34,7 @@ class TrialTimes(tune.Callback):
         else:
             entry[1] = time.time()
         times[trial_id] = entry
-        write_atomic(self.path, lambda tmp: tmp.write_text(json.dumps(times, indent=1)))
+        write_json_atomic(self.path, times)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._record(trial.trial_id, 0)
