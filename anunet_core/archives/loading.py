@@ -18,7 +18,13 @@ from anunet_core.errors import one_line
 from anunet_core.io.dicom import read_dicom_series
 from anunet_core.io.labels import align_label_to_image
 from anunet_core.io.nifti import read_label_nifti, read_nifti
-from anunet_core.io.volume import LabelMismatchError, Volume, VolumeReadError
+from anunet_core.io.volume import (
+    DEFAULT_MAX_VOXELS,
+    LabelMismatchError,
+    Volume,
+    VolumeReadError,
+    check_max_voxels,
+)
 from anunet_core.preprocessing import label_to_mask
 from anunet_core.vocabulary import MODALITIES, validate_modality, validate_organ
 
@@ -106,6 +112,8 @@ def load_case(
     modality: str | None = None,
     label_values: Iterable[int] | None = None,
     with_label: bool = True,
+    *,
+    max_voxels: int | None = DEFAULT_MAX_VOXELS,
 ) -> tuple[Volume, np.ndarray | None]:
     """Read a case's image and its binary ``organ`` mask on the image's voxel grid.
 
@@ -118,6 +126,11 @@ def load_case(
         label_values: the label values that are the organ; default
             :func:`default_label_values` of the case's layout.
         with_label: False: read only the image (the mask is None).
+        max_voxels: the largest image (and NIfTI label) read, in voxels, checked on the
+            headers before any pixel is read: above it
+            :class:`~anunet_core.io.volume.VolumeTooLarge` (a ``VolumeReadError``:
+            ``"{path}: too large ({n} voxels, above the cap of {cap}; raise --max-voxels)"``).
+            None: no cap. Default :data:`~anunet_core.io.volume.DEFAULT_MAX_VOXELS`.
 
     Returns:
         ``(image, mask)``: the image :class:`Volume` (``case_id`` = ``case.case_id``) and a
@@ -128,6 +141,10 @@ def load_case(
     Raises:
         VolumeReadError, LabelMismatchError, ArchiveError: one line naming the file.
     """
+    try:
+        max_voxels = check_max_voxels(max_voxels)
+    except ValueError as exc:
+        raise ArchiveError(one_line(exc)) from exc
     organ = _organ(organ)
     mod = _resolve_modality(case, modality)
     read_label = with_label and case.label is not None
@@ -139,7 +156,7 @@ def load_case(
     if case.image.is_dir():
         if mod is not None and case.modality is None:
             _check_dicom_modality(case.image, mod)
-        image = read_dicom_series(case.image, modality=mod, case_id=case.case_id)
+        image = read_dicom_series(case.image, modality=mod, case_id=case.case_id, max_voxels=max_voxels)
     elif not case.image.exists():
         raise VolumeReadError(f"{case.image}: no such file or folder")
     else:
@@ -147,7 +164,7 @@ def load_case(
             raise ArchiveError(
                 f"{case.image}: NIfTI has no modality tag; pass modality='CT' or 'MR'"
             )
-        image = read_nifti(case.image, mod, case_id=case.case_id)
+        image = read_nifti(case.image, mod, case_id=case.case_id, max_voxels=max_voxels)
 
     if not read_label:
         return image, None
@@ -156,7 +173,7 @@ def load_case(
     else:
         if not case.label.is_file():
             raise VolumeReadError(f"{case.label}: no such label file")
-        label_array, label_affine = read_label_nifti(case.label)
+        label_array, label_affine = read_label_nifti(case.label, max_voxels=max_voxels)
         try:
             labels = align_label_to_image(label_array, label_affine, image)
         except LabelMismatchError as exc:

@@ -2,11 +2,13 @@
 
 One concept per module:
 
-- ``volume``: :class:`Volume` (array, affine, modality, case id) and the read errors;
+- ``volume``: :class:`Volume` (array, affine, modality, case id), the read errors and the voxel
+  cap (:data:`DEFAULT_MAX_VOXELS`, :class:`VolumeTooLarge`: checked on headers, before loading);
 - ``geometry``: :class:`SliceGeometry`, the record that maps model slices back to a scan;
-- ``nifti``: NIfTI images and labels in, masks out (:func:`write_mask`);
+- ``nifti``: NIfTI images and labels in, masks out (:func:`write_mask`, with the description
+  :func:`read_mask_description` reads back);
 - ``dicom``: one DICOM series in (:func:`read_dicom_series`), the slice-order rule and the
-  DICOM sniffing rule;
+  DICOM sniffing rules (:func:`has_dicom_preamble`, :func:`might_be_dicom_slice`);
 - ``labels``: :func:`align_label_to_image`, a label grid onto its image's, exactly;
 - ``read``: :func:`read_volume`, whichever the scan is stored as;
 - ``lock``: :func:`output_lock`, one run at a time per output (a lease a dead run's successor
@@ -15,28 +17,59 @@ One concept per module:
   one way every output file and folder is written.
 """
 
-from anunet_core.io.atomic import recover_folder, write_atomic, write_folder_atomic, write_json_atomic
-from anunet_core.io.dicom import has_dicom_preamble, is_image_sop_class, read_dicom_series, slice_order
+from anunet_core.io.atomic import (
+    recover_folder,
+    write_atomic,
+    write_folder_atomic,
+    write_json_atomic,
+)
+from anunet_core.io.dicom import (
+    has_dicom_preamble,
+    is_image_sop_class,
+    might_be_dicom_slice,
+    read_dicom_series,
+    slice_order,
+)
 from anunet_core.io.geometry import SliceGeometry
 from anunet_core.io.labels import align_label_to_image
 from anunet_core.io.lock import OutputLocked, output_lock
-from anunet_core.io.nifti import is_nifti_name, read_label_nifti, read_nifti, write_mask
+from anunet_core.io.nifti import (
+    is_nifti_name,
+    read_label_nifti,
+    read_mask_description,
+    read_nifti,
+    write_mask,
+)
 from anunet_core.io.read import read_volume
-from anunet_core.io.volume import LabelMismatchError, Volume, VolumeReadError, spacing_mm, voxel_volume_ml
+from anunet_core.io.volume import (
+    DEFAULT_MAX_VOXELS,
+    LabelMismatchError,
+    Volume,
+    VolumeReadError,
+    VolumeTooLarge,
+    check_voxel_count,
+    spacing_mm,
+    voxel_volume_ml,
+)
 
 __all__ = [
+    "DEFAULT_MAX_VOXELS",
     "LabelMismatchError",
     "OutputLocked",
     "SliceGeometry",
     "Volume",
     "VolumeReadError",
+    "VolumeTooLarge",
     "align_label_to_image",
+    "check_voxel_count",
     "has_dicom_preamble",
     "is_image_sop_class",
     "is_nifti_name",
+    "might_be_dicom_slice",
     "output_lock",
     "read_dicom_series",
     "read_label_nifti",
+    "read_mask_description",
     "read_nifti",
     "read_volume",
     "recover_folder",

@@ -22,11 +22,15 @@ Affine, derived (``PixelSpacing`` is ``[row spacing, column spacing] = [dy, dx]`
 so that ``array = np.stack([ds.pixel_array.T for ds in sorted_slices], axis=-1)``
 (``pixel_array`` is ``(rows, cols)`` = ``(j, i)``) lines up with that affine.
 
-The reader runs in four steps, one function each: group the folder's files by series
-(:func:`_group_series`), check the slices agree (:func:`_check_slices`), sort them and check
-their spacing (:func:`slice_order`, :func:`_slice_step`), and build the affine
-(:func:`_series_affine`). The CHAOS ground-truth reader places its PNGs with the same
-:func:`slice_order`, so labels can never be ordered differently from the images.
+The reader runs in these steps, one function each: group the folder's files by series
+(:func:`_group_series`: every file that might be a slice must be readable,
+:func:`might_be_dicom_slice`), check the slices agree (:func:`_check_slices`), check the voxel
+cap from Rows x Columns x slices (:func:`~anunet_core.io.volume.check_voxel_count`), sort
+them and check their spacing (:func:`slice_order`, :func:`_slice_step`), check no slice is
+missing by number (:func:`_check_instance_numbers`), build the affine
+(:func:`_series_affine`), and only then decode the pixels. The CHAOS ground-truth reader
+places its PNGs with the same :func:`slice_order`, so labels can never be ordered
+differently from the images.
 """
 
 from __future__ import annotations
@@ -41,13 +45,22 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from anunet_core.errors import one_line
-from anunet_core.io.volume import Volume, VolumeReadError
+from anunet_core.io.volume import (
+    DEFAULT_MAX_VOXELS,
+    Volume,
+    VolumeReadError,
+    check_max_voxels,
+    check_voxel_count,
+)
 from anunet_core.vocabulary import MODALITIES, validate_modality
 
 __all__ = [
     "LPS_TO_RAS",
+    "NOT_DICOM_NAMES",
+    "NOT_DICOM_SUFFIXES",
     "has_dicom_preamble",
     "is_image_sop_class",
+    "might_be_dicom_slice",
     "read_dicom_series",
     "slice_order",
 ]
@@ -69,6 +82,26 @@ _SLICE_GAP_RTOL = 0.01
 # SOP class is unknown, is treated as an image (and then must be complete).
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
+#: Name endings (lower case) of files that are never DICOM slices: not opened in a series
+#: folder, nor while looking for DICOM.
+NOT_DICOM_SUFFIXES: tuple[str, ...] = (
+    ".nii", ".nii.gz", ".gz", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff",
+    ".svg", ".json", ".txt", ".csv", ".tsv", ".md", ".rst", ".html", ".htm", ".xml", ".pdf",
+    ".rtf", ".doc", ".docx", ".xls", ".xlsx", ".log", ".ini", ".yaml", ".yml", ".db", ".zip",
+    ".tar", ".tgz", ".bz2", ".xz", ".zst", ".7z", ".rar", ".py", ".sh", ".bat", ".exe",
+    ".mha", ".mhd", ".nrrd", ".npy", ".npz", ".mat", ".h5", ".hdf5", ".parquet", ".pkl",
+    ".pt", ".pth",
+)
+#: Whole names (lower case) that are never slices: the DICOMDIR index and documentation.
+NOT_DICOM_NAMES: frozenset[str] = frozenset(
+    {"dicomdir", "readme", "license", "licence", "copying", "notice"}
+)
+#: Extensions that claim DICOM: such a file that pydicom cannot read is an unreadable slice.
+_DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".ima")
+#: What a DICOM file starts with (an all-zero preamble, the usual one): a file that is a
+#: prefix of it was cut before its header.
+_DICOM_START = b"\x00" * 128 + b"DICM"
+
 
 # ----------------------------------------------------------------------------------------------
 # Recognising DICOM files
@@ -87,6 +120,20 @@ def has_dicom_preamble(path: Path) -> bool:
     except OSError:
         return False
     return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def might_be_dicom_slice(path: str | os.PathLike) -> bool:
+    """True when ``path``'s name could be a DICOM slice's: decided on the name alone.
+
+    False for hidden names (starting with ``.``: ``._*`` resource forks, ``.DS_Store``,
+    half-written temporaries), :data:`NOT_DICOM_NAMES` (DICOMDIR, README...) and names ending
+    in one of :data:`NOT_DICOM_SUFFIXES` (any case); True for anything else, with or without
+    an extension (``IM0001``, ``1.2.840.113619.2.55.3.4``, ``slice.dcm``). Opens nothing. In a
+    series folder such a file must be a readable DICOM slice (:func:`read_dicom_series`);
+    archive discovery opens only such files to sniff them (:func:`has_dicom_preamble`).
+    """
+    low = Path(path).name.lower()
+    return not (low.startswith(".") or low in NOT_DICOM_NAMES or low.endswith(NOT_DICOM_SUFFIXES))
 
 
 def is_image_sop_class(ds: pydicom.Dataset) -> bool:
@@ -133,8 +180,6 @@ class _Slice:
 
 
 def _slice_header(path: Path, ds: pydicom.Dataset) -> _Slice:
-    if "PixelData" not in ds:
-        raise VolumeReadError(f"{path}: no PixelData (truncated file?)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1:
         raise VolumeReadError(
@@ -196,33 +241,81 @@ def slice_order(orientation: np.ndarray, positions: np.ndarray) -> tuple[np.ndar
 def _group_series(folder: Path) -> dict[str, list[tuple[Path, pydicom.Dataset]]]:
     """``{SeriesInstanceUID: [(path, header)]}`` of the image files in ``folder``.
 
-    Non-DICOM files (a readme) and non-image objects are skipped; a corrupt DICOM file (one
-    with the ``DICM`` preamble that pydicom cannot parse) raises naming it.
+    Skipped: names that cannot be slices (:func:`might_be_dicom_slice`: hidden, DICOMDIR,
+    README, ``.txt``, ``.json``, ``.nii.gz``...), files without the ``DICM`` marker that are
+    not named ``*.dcm``/``*.dicom``/``*.ima`` (a readme without an extension), and valid DICOM
+    objects that are not images (DICOMDIR, SR). Every other file is a slice that must be
+    readable: :func:`_read_slice_header` raises naming it.
     """
     series: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
     skipped = 0
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        try:
-            # Large values (PixelData) are read lazily from the file when accessed.
-            ds = pydicom.dcmread(path, defer_size="64 KB")
-        except InvalidDicomError as exc:
-            if has_dicom_preamble(path):
-                raise VolumeReadError(f"{path}: corrupt DICOM file: {one_line(exc)}") from exc
+    for path in sorted(folder.iterdir()):
+        if not might_be_dicom_slice(path):
+            if not path.name.startswith("."):
+                skipped += 1
+            continue
+        if path.is_dir():
+            continue  # a subfolder: not recursive
+        if path.is_symlink() and not path.exists():
+            raise VolumeReadError(f"{path}: unreadable slice (broken symbolic link)")
+        if not path.is_file():  # a FIFO would block open(); a device is no slice either
+            raise VolumeReadError(f"{path}: unreadable slice (not a regular file)")
+        ds = _read_slice_header(path)
+        if ds is None:
             log.debug("skipping non-DICOM file %s", path)
             skipped += 1
             continue
-        except Exception as exc:  # pydicom raises many types on corrupt input
-            raise VolumeReadError(f"{path}: corrupt DICOM file: {one_line(exc)}") from exc
         if not is_image_sop_class(ds):
             log.debug("skipping non-image DICOM object %s", path)
             skipped += 1
             continue
+        if "PixelData" not in ds:
+            raise VolumeReadError(f"{path}: unreadable slice (no PixelData: truncated file?)")
         # Anonymised exports may blank SeriesInstanceUID: those files form one group "".
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         series.setdefault(uid, []).append((path, ds))
     if not series:
         raise VolumeReadError(f"{folder}: no DICOM image files found ({skipped} other files skipped)")
     return series
+
+
+def _read_slice_header(path: Path) -> pydicom.Dataset | None:
+    """The header of a file that might be a slice (pixels deferred), or None when it is
+    plainly not DICOM. Raises ``"{path}: unreadable slice (...)"`` for a file of 0 bytes, one
+    cut before its ``DICM`` marker, a ``*.dcm`` that is not DICOM, or a corrupt DICOM file."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise VolumeReadError(f"{path}: unreadable slice ({one_line(exc)})") from exc
+    if size == 0:
+        raise VolumeReadError(f"{path}: unreadable slice (0 bytes)")
+    try:
+        # Large values (PixelData) are read lazily from the file when accessed.
+        return pydicom.dcmread(path, defer_size="64 KB")
+    except InvalidDicomError as exc:
+        if has_dicom_preamble(path):
+            raise VolumeReadError(
+                f"{path}: unreadable slice (corrupt DICOM file: {one_line(exc)})"
+            ) from exc
+        if size < len(_DICOM_START) and _DICOM_START.startswith(_head(path, size)):
+            raise VolumeReadError(
+                f"{path}: unreadable slice ({size} bytes: cut before the DICM marker at byte 128)"
+            ) from exc
+        if path.name.lower().endswith(_DICOM_SUFFIXES):
+            raise VolumeReadError(
+                f"{path}: unreadable slice (not DICOM: no DICM marker at byte 128)"
+            ) from exc
+        return None
+    except Exception as exc:  # pydicom raises many types on corrupt input; OSError too
+        raise VolumeReadError(f"{path}: unreadable slice (corrupt DICOM file: {one_line(exc)})") from exc
+
+
+def _head(path: Path, n: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError:
+        return b""
 
 
 def _pick_series(
@@ -303,6 +396,69 @@ def _slice_step(slices: list[_Slice], dist: np.ndarray, normal: np.ndarray) -> n
     return step
 
 
+def _int_tag(ds: pydicom.Dataset, keyword: str) -> int | None:
+    """An integer tag's value, or None when absent, empty or not an integer."""
+    value = ds.get(keyword)
+    try:
+        number = float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number is not None and number.is_integer() else None
+
+
+def _number_ranges(numbers: list[int], limit: int = 8) -> str:
+    """``[1, 2, 3, 7, 9, 10]`` -> ``"1-3, 7, 9-10"`` (at most ``limit`` runs, then ``...``)."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:limit])
+    return text + (", ..." if len(runs) > limit else "")
+
+
+def _stated_image_count(slices: list[_Slice]) -> int | None:
+    """ImagesInAcquisition (0020,1002) when it describes this series: on every slice, the
+    same value, one AcquisitionNumber, and at least the number of files; else None."""
+    counts = {_int_tag(sl.ds, "ImagesInAcquisition") for sl in slices}
+    acquisitions = {_int_tag(sl.ds, "AcquisitionNumber") for sl in slices}
+    if len(counts) != 1 or len(acquisitions) != 1:
+        return None
+    (count,) = counts
+    return count if count is not None and count >= len(slices) else None
+
+
+def _check_instance_numbers(slices: list[_Slice], folder: Path) -> None:
+    """No slice missing by number (after the geometry checks, which catch gaps in position).
+
+    When every slice has a unique integer InstanceNumber, the numbers must be consecutive: a
+    jump names the missing numbers. Missing slices at the ends are found only when the series
+    states its size (:func:`_stated_image_count`): then numbers 1..N are expected when they
+    fit, and fewer files than N is an error in any case. Without a stated size a series may
+    start at any number (a series cut from a longer one, e.g. 267-286, is complete).
+    """
+    stated = _stated_image_count(slices)
+    numbers = [_int_tag(sl.ds, "InstanceNumber") for sl in slices]
+    usable = None not in numbers and len(set(numbers)) == len(numbers)
+    if usable:
+        lo, hi = min(numbers), max(numbers)  # type: ignore[type-var]
+        fits = stated is not None and lo >= 1 and hi <= stated
+        expected = range(1, stated + 1) if fits else range(lo, hi + 1)  # type: ignore[operator]
+        missing = sorted(set(expected) - set(numbers))  # type: ignore[arg-type]
+        if missing:
+            said = f", ImagesInAcquisition {stated}" if stated is not None else ""
+            raise VolumeReadError(
+                f"{folder}: series incomplete: InstanceNumber {_number_ranges(missing)} missing "
+                f"({len(slices)} files with InstanceNumber {lo}-{hi}{said})"
+            )
+    if stated is not None and stated > len(slices):
+        raise VolumeReadError(
+            f"{folder}: series incomplete: ImagesInAcquisition is {stated} but {len(slices)} "
+            f"image files are present"
+        )
+
+
 def _single_slice_step(only: _Slice, normal: np.ndarray) -> np.ndarray:
     thickness = only.ds.get("SpacingBetweenSlices") or only.ds.get("SliceThickness")
     try:
@@ -345,13 +501,17 @@ def read_dicom_series(
     case_id: str | None = None,
     *,
     series_uid: str | None = None,
+    max_voxels: int | None = DEFAULT_MAX_VOXELS,
 ) -> Volume:
     """Read the one DICOM image series in ``folder`` (not recursive) as a float32 Volume.
 
-    Every regular file is tried (any name, not only ``*.dcm``); files that are not DICOM
-    (pydicom's ``InvalidDicomError``, e.g. a readme) and DICOM objects that are not images
-    (DICOMDIR, structured reports, presentation states) are skipped. A DICOM file that is
-    corrupt, truncated or undecodable is an error naming it.
+    Files whose name cannot be a slice's are skipped unopened (:func:`might_be_dicom_slice`:
+    hidden names, DICOMDIR, README, ``.txt``, ``.json``, ``.nii.gz``...), as are files without
+    the ``DICM`` marker that are not named ``*.dcm``/``*.dicom``/``*.ima`` (a readme without an
+    extension) and DICOM objects that are not images (DICOMDIR, structured reports,
+    presentation states). Every other file is a slice and must be readable, else
+    ``"{file}: unreadable slice (...)"``: 0 bytes, cut short, corrupt, a ``.dcm`` that is not
+    DICOM, an image without PixelData, or pixel data that cannot be decoded.
 
     Slices are grouped by SeriesInstanceUID: more than one series raises unless
     ``series_uid`` picks one. They are ordered by :func:`slice_order`. Checks (each a
@@ -359,7 +519,15 @@ def read_dicom_series(
     and rows/cols; no duplicated position (closer than 1e-3 mm); even spacing between slices
     (each step within max(0.01 mm, 1 %) of the median step, so a missing slice is caught) and
     all positions on one line. A single-slice series is allowed: its slice step is
-    SpacingBetweenSlices, else SliceThickness, else an error.
+    SpacingBetweenSlices, else SliceThickness, else an error. Then no slice may be missing by
+    number (``"{folder}: series incomplete: ..."``): unique integer InstanceNumbers must be
+    consecutive, and when ImagesInAcquisition states the series' size (the same on every
+    slice, one acquisition) there must be that many files, numbered 1..N when they fit.
+
+    ``max_voxels``: Rows x Columns x number of slices above it raises
+    :class:`~anunet_core.io.volume.VolumeTooLarge` naming the folder, from the headers alone,
+    before any pixel is decoded; None for no cap. Default
+    :data:`~anunet_core.io.volume.DEFAULT_MAX_VOXELS`.
 
     Intensities: ``pixel_array * RescaleSlope + RescaleIntercept`` per slice, float32 (HU for
     CT). Modality: the Modality tag when ``modality`` is None (CT/MR only). ``case_id``
@@ -369,14 +537,17 @@ def read_dicom_series(
     if not folder.is_dir():
         raise VolumeReadError(f"{folder}: not a directory")
     given_modality = validate_modality(modality) if modality is not None else None
+    max_voxels = check_max_voxels(max_voxels)
     files = _pick_series(_group_series(folder), folder, series_uid)
     slices = [_slice_header(p, ds) for p, ds in files]
     row_cos, col_cos, normal = _unit_vectors(slices[0])
     _check_slices(slices)
+    check_voxel_count(folder, (slices[0].rows, slices[0].cols, len(slices)), max_voxels)
     order, dist = slice_order(slices[0].iop, np.stack([sl.ipp for sl in slices]))
     ref = slices[0]
     slices = [slices[i] for i in order]
     step = _slice_step(slices, dist, normal)
+    _check_instance_numbers(slices, folder)
     mod = _series_modality(ref, given_modality)
     affine = _series_affine(ref, slices[0], step, row_cos, col_cos)
     array = np.empty((ref.cols, ref.rows, len(slices)), dtype=np.float32)
@@ -394,8 +565,8 @@ def _decode_slice(sl: _Slice) -> np.ndarray:
         ts = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
         syntax = f"{ts} ({pydicom.uid.UID(str(ts)).name})" if ts else "(unknown)"
         raise VolumeReadError(
-            f"{sl.path}: cannot decode pixel data with transfer syntax {syntax}: "
-            f"{one_line(exc)}"
+            f"{sl.path}: unreadable slice (cannot decode pixel data with transfer syntax "
+            f"{syntax}: {one_line(exc)})"
         ) from exc
     if pixels.shape != (sl.rows, sl.cols):
         raise VolumeReadError(

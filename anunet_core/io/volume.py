@@ -11,6 +11,10 @@ Conventions (one rule each, used by every reader of :mod:`anunet_core.io`):
 - Errors: anything that cannot be read raises :class:`VolumeReadError` (a ``ValueError``) with
   one line naming the file (or folder) and the reason; a label volume that does not line up
   with its image raises :class:`LabelMismatchError` (a ``ValueError``).
+- Size: every reader takes ``max_voxels`` (default :data:`DEFAULT_MAX_VOXELS`, None for no
+  cap) and checks it on the header alone, before any pixel array is allocated
+  (:func:`check_voxel_count`): a larger grid raises :class:`VolumeTooLarge`. This is also the
+  defence against decompression bombs (a small ``.nii.gz`` whose header claims a huge grid).
 - ``case_id`` is the file name (without ``.nii``/``.nii.gz``) or the DICOM folder's name,
   never anything from the patient's name, ID or birth date.
 """
@@ -24,11 +28,59 @@ import numpy as np
 
 from anunet_core.vocabulary import validate_modality
 
-__all__ = ["LabelMismatchError", "Volume", "VolumeReadError", "fmt_shape", "fmt_vec", "spacing_mm", "voxel_volume_ml"]
+__all__ = [
+    "DEFAULT_MAX_VOXELS",
+    "LabelMismatchError",
+    "Volume",
+    "VolumeReadError",
+    "VolumeTooLarge",
+    "check_max_voxels",
+    "check_voxel_count",
+    "fmt_shape",
+    "fmt_vec",
+    "spacing_mm",
+    "voxel_volume_ml",
+]
+
+DEFAULT_MAX_VOXELS: int = 2**29
+"""The largest scan read by default, in voxels: 512 x 512 x 2048 (2 GiB as float32)."""
 
 
 class VolumeReadError(ValueError):
     """A scan could not be read; the message is one line naming the file and the reason."""
+
+
+class VolumeTooLarge(VolumeReadError):
+    """A scan's header claims more voxels than the cap (``max_voxels``); nothing was allocated.
+
+    The message is ``"{path}: too large ({n} voxels, above the cap of {cap}; raise
+    --max-voxels)"``.
+    """
+
+
+def check_max_voxels(max_voxels: int | None) -> int | None:
+    """``max_voxels`` checked: a positive int, or None (no cap); else ``ValueError``."""
+    if max_voxels is None:
+        return None
+    if isinstance(max_voxels, bool) or not isinstance(max_voxels, (int, np.integer)) or max_voxels < 1:
+        raise ValueError(f"max_voxels must be a positive integer or None, got {max_voxels!r}")
+    return int(max_voxels)
+
+
+def check_voxel_count(path, shape, max_voxels: int | None) -> int:
+    """The number of voxels of a grid of ``shape`` (every axis, e.g. a 4-D header's too).
+
+    Raises :class:`VolumeTooLarge` naming ``path`` when it is above ``max_voxels`` (None: no
+    cap). Computed in Python integers, so a forged header cannot overflow it. Call it with the
+    header's shape before any pixel array is allocated.
+    """
+    cap = check_max_voxels(max_voxels)
+    n = 1
+    for s in shape:
+        n *= max(int(s), 0)
+    if cap is not None and n > cap:
+        raise VolumeTooLarge(f"{path}: too large ({n} voxels, above the cap of {cap}; raise --max-voxels)")
+    return n
 
 
 class LabelMismatchError(ValueError):

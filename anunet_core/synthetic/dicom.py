@@ -245,6 +245,7 @@ def _study_tags(ds: Dataset, s: _Series) -> None:
     ds.StudyID = "1"
     ds.SeriesNumber = 1
     ds.AcquisitionNumber = 1
+    ds.ImagesInAcquisition = s.stored.shape[0]  # lets a reader see missing end slices
     ds.FrameOfReferenceUID = s.frame
     ds.PositionReferenceIndicator = ""
 

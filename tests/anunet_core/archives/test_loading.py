@@ -8,7 +8,14 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
-from archive_builders import KIDNEYS, SPACING, SPLEEN, assert_one_line, organ_truth, truth_on_grid
+from archive_builders import (
+    KIDNEYS,
+    SPACING,
+    SPLEEN,
+    assert_one_line,
+    organ_truth,
+    truth_on_grid,
+)
 
 from anunet_core.archives import (
     LAYOUTS,
@@ -19,7 +26,14 @@ from anunet_core.archives import (
     load_case,
     source_files,
 )
-from anunet_core.io import LabelMismatchError, Volume, VolumeReadError
+from anunet_core.io import (
+    DEFAULT_MAX_VOXELS,
+    LabelMismatchError,
+    Volume,
+    VolumeReadError,
+    VolumeTooLarge,
+)
+from anunet_core.synthetic.files import write_gzip_bomb_nifti
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -175,3 +189,32 @@ def test_checksum_sees_renamed_and_added_dicom_files(archives, tmp_path):
     victim.rename(victim.with_name("zzz.dcm"))
     assert case_checksum(case) != first
 
+
+
+@pytest.mark.parametrize("layout", ["pairs", "dicom"])
+def test_voxel_cap_is_read_from_the_image_header(archives, layout):
+    root, _ = archives[layout]
+    case = discover_cases(root)[0]
+    modality = "CT" if layout == "pairs" else None
+    image, mask = load_case(case, "liver", modality=modality)
+    n = int(np.prod(image.shape))
+    with pytest.raises(VolumeTooLarge) as info:
+        load_case(case, "liver", modality=modality, max_voxels=n - 1)
+    assert str(info.value) == f"{case.image}: too large ({n} voxels, above the cap of {n - 1}; raise --max-voxels)"
+    capped, capped_mask = load_case(case, "liver", modality=modality, max_voxels=n)
+    np.testing.assert_array_equal(capped.array, image.array)
+    np.testing.assert_array_equal(capped_mask, mask)
+    with pytest.raises(ArchiveError, match="max_voxels must be a positive integer or None"):
+        load_case(case, "liver", modality=modality, max_voxels=0)
+
+
+def test_gzip_bomb_label_fails_on_its_header(archives, tmp_path):
+    root, _ = archives["pairs"]
+    shutil.copytree(root / "case_0003", tmp_path / "case_0003")
+    (case,) = discover_cases(tmp_path)
+    write_gzip_bomb_nifti(case.label, (1024, 1024, 1024))  # 2 GiB of labels in ~2 MB
+    with pytest.raises(VolumeTooLarge) as info:
+        load_case(case, "liver", modality="CT")
+    assert str(info.value) == f"{case.label}: too large (1073741824 voxels, above the cap of {DEFAULT_MAX_VOXELS}; raise --max-voxels)"
+    image, mask = load_case(case, "liver", modality="CT", with_label=False)
+    assert mask is None and image.case_id == "case_0003"

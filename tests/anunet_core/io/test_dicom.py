@@ -191,7 +191,11 @@ def test_dicom_two_series_error_and_series_uid_choice(tmp_path):
 def test_dicom_non_dicom_and_non_image_files_skipped(tmp_path):
     written = write_series(tmp_path / "s", n=3)
     (tmp_path / "s" / "README").write_text("exported by some PACS\n")
-    (tmp_path / "s" / "notes.dcm").write_bytes(b"\x00" * 50)
+    (tmp_path / "s" / "EXPORT_LOG").write_text("no extension, not DICOM: opened and skipped\n")
+    (tmp_path / "s" / "notes.txt").write_bytes(b"\x00" * 50)  # extension: never opened
+    (tmp_path / "s" / "labels.nii.gz").write_bytes(b"")
+    (tmp_path / "s" / "LICENSE").write_bytes(b"")
+    (tmp_path / "s" / ".DS_Store").write_bytes(b"")  # hidden: ignored
     (tmp_path / "s" / "sub").mkdir()  # folders are ignored (not recursive)
     # A DICOMDIR-like object: valid DICOM file, Media Storage Directory SOP class, no pixels.
     meta = FileMetaDataset()
@@ -224,7 +228,7 @@ def test_dicom_truncated_file_is_an_error_naming_it(tmp_path, cut):
     ipp_offset = data.find(b"\x20\x00\x32\x00")  # (0020,0032) ImagePositionPatient
     keep = {"pixel-data": len(data) - 7, "header": ipp_offset + 3, "after-preamble": 140}[cut]
     victim.write_bytes(data[:keep])
-    with pytest.raises(VolumeReadError) as exc:
+    with pytest.raises(VolumeReadError, match="unreadable slice") as exc:
         read_dicom_series(tmp_path / "s")
     assert_one_line_naming(exc, victim)
 
@@ -240,7 +244,7 @@ def test_dicom_undecodable_compressed_pixels_name_the_syntax(tmp_path, syntax):
         tmp_path / "s" / "compressed", ipp=(-30.0, 20.0, 107.5), pixels=slice_pixels(3, 6, 4),
         transfer_syntax=syntax,
     )
-    with pytest.raises(VolumeReadError, match="cannot decode pixel data") as exc:
+    with pytest.raises(VolumeReadError, match="unreadable slice \\(cannot decode pixel data") as exc:
         read_dicom_series(tmp_path / "s")
     assert_one_line_naming(exc, bad)
     assert syntax in str(exc.value)
