@@ -13,7 +13,11 @@ One module per concept:
 - ``names``: hidden entries, walking, DICOM sniffing, filesystem-safe unique case ids;
 - ``lits``, ``chaos``, ``msd``, ``dicom``, ``pairs``: one per layout, each with its folder
   tree, its detection marker, its discovery and its label values;
-- ``discovery``: :func:`detect_layout` and :func:`discover_cases`;
+- ``inventory``: every entry under the root, classified (a scan file, or not and why);
+- ``discovery``: :func:`detect_layout`, :func:`take_inventory` (the cases and every other file
+  with its reason) and :func:`discover_cases`;
+- ``printable``: the lossless printable spelling of paths (names that are not UTF-8);
+- ``pseudonyms``: HMAC-SHA256 case ids for ``--pseudonymize`` (no patient name in any output);
 - ``loading``: :func:`load_case`, :func:`default_label_values`, :func:`source_files`,
   :func:`case_checksum`.
 
@@ -28,22 +32,46 @@ patient-level splits) is the case id, except CHAOS, whose series of one patient 
 
 from anunet_core.archives.case import LAYOUTS, ArchiveError, Case
 from anunet_core.archives.chaos import read_chaos_labels
-from anunet_core.archives.discovery import detect_layout, discover_cases
+from anunet_core.archives.discovery import (
+    ArchiveInventory,
+    Ignored,
+    detect_layout,
+    discover_cases,
+    pseudonymize_inventory,
+    take_inventory,
+)
 from anunet_core.archives.loading import case_checksum, default_label_values, load_case, source_files
 from anunet_core.archives.names import IMAGE_NAMES, LABEL_NAMES, LABEL_SUFFIXES
+from anunet_core.archives.printable import path_from_printable, printable_path
+from anunet_core.archives.pseudonyms import (
+    PSEUDONYM_KEY_ENV,
+    pseudonym,
+    pseudonym_key,
+    redact,
+)
 
 __all__ = [
     "IMAGE_NAMES",
     "LABEL_NAMES",
     "LABEL_SUFFIXES",
     "LAYOUTS",
+    "PSEUDONYM_KEY_ENV",
     "ArchiveError",
+    "ArchiveInventory",
     "Case",
+    "Ignored",
     "case_checksum",
     "default_label_values",
     "detect_layout",
     "discover_cases",
     "load_case",
+    "path_from_printable",
+    "printable_path",
+    "pseudonym",
+    "pseudonym_key",
+    "pseudonymize_inventory",
+    "redact",
     "read_chaos_labels",
     "source_files",
+    "take_inventory",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from anunet_core.archives.printable import path_from_printable, printable_path
 from anunet_core.vocabulary import MODALITIES
 
 __all__ = ["LAYOUTS", "ArchiveError", "Case"]
@@ -31,7 +32,9 @@ class Case:
         label: a NIfTI file, or (chaos) the ``Ground`` folder of PNGs; ``None`` when absent.
         modality: ``"CT"`` (lits) / ``"MR"`` (chaos) when the layout implies it, else None.
 
-    Picklable; :meth:`to_dict` / :meth:`from_dict` give plain strings for table rows.
+    Picklable; :meth:`to_dict` / :meth:`from_dict` give plain printable strings for table rows
+    (paths in :func:`~anunet_core.archives.printable.printable_path`'s lossless spelling, so a file
+    name that is not UTF-8 survives Arrow, Parquet and JSON).
     """
 
     case_id: str
@@ -60,13 +63,13 @@ class Case:
             object.__setattr__(self, "modality", mod)
 
     def to_dict(self) -> dict[str, str | None]:
-        """Plain strings (paths as ``str``), e.g. for a Ray Data / Parquet row."""
+        """Plain strings (paths printable and lossless), e.g. for a Ray Data / Parquet row."""
         return {
             "case_id": self.case_id,
             "patient_id": self.patient_id,
             "layout": self.layout,
-            "image": str(self.image),
-            "label": None if self.label is None else str(self.label),
+            "image": printable_path(self.image),
+            "label": None if self.label is None else printable_path(self.label),
             "modality": self.modality,
         }
 
@@ -77,7 +80,7 @@ class Case:
             case_id=data["case_id"],
             patient_id=data["patient_id"],
             layout=data["layout"],
-            image=Path(data["image"]),
-            label=None if data.get("label") in (None, "") else Path(data["label"]),
+            image=Path(path_from_printable(data["image"])),
+            label=None if data.get("label") in (None, "") else Path(path_from_printable(data["label"])),
             modality=data.get("modality") or None,
         )

@@ -18,25 +18,28 @@ import hashlib
 import logging
 import os
 import re
+import stat
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from anunet_core.archives.case import Case
 from anunet_core.errors import one_line
-from anunet_core.io.dicom import has_dicom_preamble
+from anunet_core.io.dicom import has_dicom_preamble, might_be_dicom_slice
 from anunet_core.io.nifti import NIFTI_SUFFIXES
 
 __all__ = [
     "IMAGE_NAMES",
     "LABEL_NAMES",
     "LABEL_SUFFIXES",
+    "SKIP_DIRS",
     "child",
     "dicom_files",
     "first_existing",
     "folder_id",
     "hidden",
     "is_dicom_file",
+    "is_nifti_name",
     "nifti_files",
     "nifti_stem",
     "png_files",
@@ -56,19 +59,18 @@ LABEL_NAMES: tuple[str, ...] = ("labels", "label", "segmentation", "seg", "mask"
 #: pairs (``<case><suffix>.nii.gz``) and dicom (``<case><suffix>.nii.gz`` beside the series).
 LABEL_SUFFIXES: tuple[str, ...] = ("_labels", "_label", "_segmentation", "_seg", "_mask")
 
-_SKIP_DIRS = frozenset({"__macosx"})
-# Files never opened while looking for DICOM (cheap: no open() on big NIfTI/PNG archives).
-_NOT_DICOM_EXTS = (
-    ".nii", ".nii.gz", ".gz", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".json",
-    ".txt", ".csv", ".tsv", ".md", ".html", ".xml", ".pdf", ".zip", ".tar", ".tgz", ".py",
-    ".mha", ".mhd", ".nrrd", ".npy", ".npz", ".parquet", ".pkl", ".pt", ".pth",
-)
+SKIP_DIRS = frozenset({"__macosx"})
+"""Folder names (lower case) ignored everywhere, like hidden entries."""
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_ID_CHARS = 120
 
 
 def hidden(name: str) -> bool:
-    return name.startswith(".") or name.lower() in _SKIP_DIRS
+    return name.startswith(".") or name.lower() in SKIP_DIRS
+
+
+def is_nifti_name(name: str) -> bool:
+    return nifti_stem(name) is not None
 
 
 def nifti_stem(name: str) -> str | None:
@@ -82,9 +84,11 @@ def nifti_stem(name: str) -> str | None:
 def walk(root: Path, max_depth: int | None = None) -> Iterator[tuple[Path, list[str], list[str]]]:
     """``(folder, subfolder names, file names)`` top-down, sorted, hidden entries left out.
 
-    Follows symbolic links to folders, each real folder once (no loops).
+    Follows symbolic links to folders inside the root, each real folder once (no loops); a
+    link leading out of the root is never followed (discovery lists it as ignored).
     """
     seen: set[str] = set()
+    real_root = os.path.realpath(root).rstrip(os.sep) + os.sep
 
     def onerror(exc: OSError) -> None:
         log.warning("cannot list %s: %s", getattr(exc, "filename", "?"), one_line(exc))
@@ -92,7 +96,7 @@ def walk(root: Path, max_depth: int | None = None) -> Iterator[tuple[Path, list[
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=onerror):
         folder = Path(dirpath)
         real = os.path.realpath(dirpath)
-        if real in seen:
+        if real in seen or not (real + os.sep).startswith(real_root):
             dirnames[:] = []
             continue
         seen.add(real)
@@ -132,8 +136,12 @@ def child(folder: Path, name: str) -> Path:
 def is_dicom_file(path: Path) -> bool:
     """True for a file with ``DICM`` after the 128-byte preamble (:func:`~anunet_core.io.dicom.has_dicom_preamble`);
     ``DICOMDIR`` and obvious non-DICOM extensions are refused without opening the file."""
-    low = path.name.lower()
-    if low == "dicomdir" or low.endswith(_NOT_DICOM_EXTS):
+    if not might_be_dicom_slice(path):
+        return False
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # never open a FIFO (it blocks) or a device
+            return False
+    except OSError:
         return False
     return has_dicom_preamble(path)
 

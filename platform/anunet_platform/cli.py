@@ -85,6 +85,30 @@ def _add_layout_flag(parser: argparse.ArgumentParser, target: Callable) -> None:
     parser.add_argument("--layout", choices=("auto", *LAYOUTS), default=layout, help=f"archive layout (default {layout})")
 
 
+def _add_pseudonym_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pseudonymize", action="store_true",
+        help="replace case ids and source paths in every output and log by HMAC-SHA256 pseudonyms keyed by "
+             "$ANUNET_PSEUDONYM_KEY (a Secret on Kubernetes)",
+    )
+    parser.add_argument("--id-map", type=Path, default=None,
+                        help="with --pseudonymize: the one file the map from pseudonyms back to paths is written to")
+
+
+def _add_failure_flags(parser: argparse.ArgumentParser, target: Callable, what: str) -> None:
+    """``--max-failed-fraction`` and ``--max-voxels``: how much bad input a job tolerates."""
+    fraction = _default(target, "max_failed_fraction")
+    parser.add_argument(
+        "--max-failed-fraction", type=_fraction, default=fraction,
+        help=f"exit 1 (after writing every output) when more than this share of the {what} failed (default {fraction})",
+    )
+    voxels = _default(target, "max_voxels")
+    parser.add_argument(
+        "--max-voxels", type=_positive_int, default=voxels,
+        help=f"largest scan read, in voxels, checked on its header before loading (default {voxels}: 512x512x2048)",
+    )
+
+
 def _storage_path(value: str) -> Path:
     if "://" in value:
         raise argparse.ArgumentTypeError(
@@ -145,6 +169,8 @@ def ingest_parser() -> argparse.ArgumentParser:
         help=f"share of organ-free slices kept per case (default {empty}; all organ slices are kept)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    _add_failure_flags(parser, IngestConfig, "cases")
+    _add_pseudonym_flags(parser)
     return parser
 
 
@@ -300,11 +326,8 @@ def segment_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-previews", dest="previews", action="store_false", help="skip the preview PNGs")
     parser.add_argument("--recompute", action="store_true", help="redo cases already done with the same model version")
-    fraction = _default(SegmentConfig, "max_failed_fraction")
-    parser.add_argument(
-        "--max-failed-fraction", type=_fraction, default=fraction,
-        help=f"exit 1 (after writing the manifest) when more than this share of the cases failed (default {fraction})",
-    )
+    _add_failure_flags(parser, SegmentConfig, "cases")
+    _add_pseudonym_flags(parser)
     parser.add_argument(
         "--allow-unpromoted", action="store_true",
         help="run the newest versions of a model family with no --alias versions (refused otherwise)",
@@ -365,6 +388,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, default=_default(run_evaluate, "out"),
         help="where evaluation.parquet and evaluation.csv go (default: --pred)",
+    )
+    parser.add_argument(
+        "--pseudonymize", action="store_true",
+        help="the masks come from segment --pseudonymize: match them by the same pseudonyms ($ANUNET_PSEUDONYM_KEY)",
     )
     return parser
 

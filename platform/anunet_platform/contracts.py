@@ -25,7 +25,7 @@ Segmentation output (``jobs/segment.py`` writes it, ``jobs/evaluate.py`` reads i
     OUT/masks/{case_id}.nii.gz      uint8 0/1, the source scan's exact shape and affine
     OUT/previews/{case_id}.png      a few axial slices with the mask outline
     OUT/records/{case_id}.json      the case's manifest row, written when the case is done
-    OUT/manifest.parquet            one row per case, columns of MANIFEST_SCHEMA
+    OUT/manifest.parquet            one row per case and per ignored entry, columns of MANIFEST_SCHEMA
     OUT/summary.json                counts, slices/s, the depth choice and its reason
     OUT/.anunet-segment.lock        the lease of the run writing OUT (one run at a time)
 """
@@ -215,7 +215,10 @@ MANIFEST_FILE = "manifest.parquet"
 SEGMENT_SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".anunet-segment.lock"  # the lease of the run writing OUT (anunet_core.io.lock)
 MASK_SUFFIX = ".nii.gz"
-MANIFEST_STATUSES: tuple[str, ...] = ("ok", "failed", "skipped")
+MANIFEST_STATUSES: tuple[str, ...] = ("ok", "failed", "skipped", "ignored")
+"""``ok``/``failed``/``skipped`` (done by an earlier run) rows are cases; an ``ignored`` row is
+an entry of the archive that is no scan (``case_id`` null, ``error`` says why), so that the
+manifest accounts for every file: the ``files`` column sums to the archive's entries."""
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -230,6 +233,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("seconds", pa.float64()),
         ("slices", pa.int32()),
         ("depth_reason", pa.string()),
+        ("files", pa.int32()),  # the archive entries the row accounts for (a series: its slices)
     ]
 )
 

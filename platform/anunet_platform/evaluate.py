@@ -45,7 +45,16 @@ import pyarrow.parquet as pq
 import torch
 
 from anunet_core import metrics
-from anunet_core.archives import Case, default_label_values, discover_cases, load_case
+from anunet_core.archives import (
+    Case,
+    default_label_values,
+    discover_cases,
+    load_case,
+    printable_path,
+    pseudonym_key,
+    redact,
+)
+from anunet_core.archives.pseudonyms import pseudonymize_case
 from anunet_core.errors import one_line
 from anunet_core.io import Volume, read_label_nifti, voxel_volume_ml, write_atomic
 from anunet_core.vocabulary import validate_organ
@@ -128,9 +137,9 @@ def _fmt_shape(shape: Sequence[int]) -> str:
 
 def _relative(path: Path, root: Path) -> str:
     try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
+        return printable_path(path.resolve().relative_to(root.resolve()).as_posix())
     except ValueError:
-        return str(path)
+        return printable_path(path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,12 +213,14 @@ def evaluate_case(
     organ: str,
     modality: str | None = None,
     label_values: Iterable[int] | None = None,
+    pseudonymized: bool = False,
 ) -> CaseEvaluation:
-    """One case's row; never raises for bad input (the reason goes into ``error``)."""
+    """One case's row; never raises for bad input (the reason goes into ``error``).
+    ``pseudonymized``: the row's source is the case id and the reason names no path."""
     pred_path = prediction_path(pred_dir, case.case_id)
     base = {
         "case_id": case.case_id,
-        "source": _relative(case.image, labels_root),
+        "source": case.case_id if pseudonymized else _relative(case.image, labels_root),
         "prediction": _relative(pred_path, pred_dir),
     }
     rel = base["prediction"]
@@ -227,7 +238,8 @@ def evaluate_case(
     except Exception as exc:  # one bad case is a row, never the end of the job
         if not isinstance(exc, ValueError):
             logger.warning("%s: unexpected error", case.case_id, exc_info=True)
-        return CaseEvaluation(status="failed", error=one_line(exc), **base)
+        error = redact(one_line(exc), case) if pseudonymized else one_line(exc)
+        return CaseEvaluation(status="failed", error=error, **base)
     return CaseEvaluation(status="ok", **base, **scores)
 
 
@@ -274,6 +286,7 @@ def evaluate(
     modality: str | None = None,
     layout: str = "auto",
     label_values: Iterable[int] | None = None,
+    pseudonymize: bool = False,
 ) -> list[CaseEvaluation]:
     """Score ``pred_dir/masks/*.nii.gz`` against every labelled case of the archive ``labels``.
 
@@ -286,6 +299,9 @@ def evaluate(
             values make it up (default: the layout's).
         modality: ``CT``/``MR``; checked against DICOM tags and layouts when given. Not needed
             otherwise: the metrics only use the masks and the scan's geometry.
+        pseudonymize: the masks were written by ``segment --pseudonymize``: the labels' case
+            ids get the same pseudonyms (the key in ``$ANUNET_PSEUDONYM_KEY``), and no row
+            names a path.
 
     Returns:
         One :class:`CaseEvaluation` per case, sorted by case id. Bad cases are rows (``missing``
@@ -297,6 +313,9 @@ def evaluate(
     organ = validate_organ(organ)
     labels_root = Path(os.path.abspath(os.fspath(labels)))
     cases = discover_cases(labels_root, layout, require_labels=True)
+    if pseudonymize:
+        key = pseudonym_key()
+        cases = sorted((pseudonymize_case(c, key) for c in cases), key=lambda c: c.case_id)
     if label_values is None:  # a layout without this organ's labels fails once, not per case
         for case_layout in sorted({c.layout for c in cases}):
             default_label_values(case_layout, organ)
@@ -306,7 +325,8 @@ def evaluate(
     manifest = _manifest_info(pred_dir)
     rows = []
     for case in cases:
-        row = _with_manifest(evaluate_case(case, pred_dir, labels_root, organ, modality, label_values), manifest.get(case.case_id))
+        row = _with_manifest(evaluate_case(case, pred_dir, labels_root, organ, modality, label_values, pseudonymize),
+                             manifest.get(case.case_id))
         rows.append(row)
         if row.status == "ok":
             logger.info(
@@ -423,10 +443,12 @@ def run_evaluate(
     layout: str = "auto",
     label_values: Iterable[int] | None = None,
     out: str | os.PathLike | None = None,
+    pseudonymize: bool = False,
 ) -> list[CaseEvaluation]:
     """``jobs/evaluate.py``: :func:`evaluate`, write Parquet + CSV to ``out`` (default ``pred``),
     print the table (to stdout: it is the job's output; progress goes to the log). Returns the rows."""
-    rows = evaluate(pred, labels, organ, modality=modality, layout=layout, label_values=label_values)
+    rows = evaluate(pred, labels, organ, modality=modality, layout=layout, label_values=label_values,
+                    pseudonymize=pseudonymize)
     out_dir = Path(out) if out is not None else Path(pred)
     parquet, csv = write_evaluation(rows, out_dir)
     title = (

@@ -35,11 +35,21 @@ from anunet_core.archives import (
     Case,
     case_checksum,
     default_label_values,
-    discover_cases,
     load_case,
+    printable_path,
+    pseudonymize_inventory,
+    redact,
+    take_inventory,
 )
 from anunet_core.errors import one_line
-from anunet_core.io import output_lock, recover_folder, write_atomic, write_folder_atomic, write_json_atomic
+from anunet_core.io import (
+    DEFAULT_MAX_VOXELS,
+    output_lock,
+    recover_folder,
+    write_atomic,
+    write_folder_atomic,
+    write_json_atomic,
+)
 from anunet_core.preprocessing import DEFAULT_SIZE, PREPROCESSING_VERSION, preprocess_label, preprocess_volume
 from anunet_core.vocabulary import MODALITIES, ORGANS
 from anunet_platform.contracts import (
@@ -48,6 +58,7 @@ from anunet_platform.contracts import (
     SLICE_SCHEMA,
     SPLITS,
     DatasetSummary,
+    check_failed_fraction,
     encode_masks,
     encode_slices,
 )
@@ -76,6 +87,13 @@ class IngestConfig:
         empty_slice_fraction: share of organ-free slices kept, per case (all organ slices are).
         overwrite: replace an existing dataset folder.
         cpus_per_case: CPUs a case task reserves (reading + preprocessing one volume).
+        max_voxels: the largest scan read, in voxels, checked on its header before loading
+            (a bigger one, or a gzip bomb, is that case's error: ``too large (N voxels ...``).
+        max_failed_fraction: above this share of failed cases the job exits 1, after writing
+            the dataset and ``errors.json``.
+        pseudonymize: HMAC-SHA256 case ids, patient ids and sources in every Parquet row,
+            ``errors.json`` and log line (key from ``$ANUNET_PSEUDONYM_KEY``).
+        id_map: with ``pseudonymize``, the one file the map back to the names is written to.
     """
 
     source: Path
@@ -91,6 +109,10 @@ class IngestConfig:
     empty_slice_fraction: float = 0.25
     overwrite: bool = False
     cpus_per_case: float = 1.0
+    max_voxels: int = DEFAULT_MAX_VOXELS
+    max_failed_fraction: float = 0.05
+    pseudonymize: bool = False
+    id_map: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source", Path(self.source))
@@ -104,7 +126,11 @@ class IngestConfig:
             raise IngestError(f"--layout must be auto or one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.size < 16 or self.size % 16:
             raise IngestError(f"--size must be a positive multiple of 16 (the network pools 4 times), got {self.size}")
-        for name in ("test_fraction", "val_fraction", "empty_slice_fraction"):
+        if self.id_map is not None and not self.pseudonymize:
+            raise IngestError("--id-map is the map of --pseudonymize: pass both")
+        if self.max_voxels < 1:
+            raise IngestError(f"--max-voxels must be >= 1, got {self.max_voxels}")
+        for name in ("test_fraction", "val_fraction", "empty_slice_fraction", "max_failed_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise IngestError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
@@ -201,7 +227,8 @@ def dataset_checksum(results: Sequence[CaseResult], config: IngestConfig) -> str
 def case_slices(case: Case, split: str, config: IngestConfig) -> tuple[pa.Table, CaseResult]:
     """Read, align, preprocess and select the slices of one case; raises on bad input."""
     start = time.perf_counter()
-    volume, mask = load_case(case, organ=config.organ, modality=config.modality, label_values=config.label_values)
+    volume, mask = load_case(case, organ=config.organ, modality=config.modality, label_values=config.label_values,
+                             max_voxels=config.max_voxels)
     if mask is None:
         raise ValueError(f"no label found for case {case.case_id} (image {case.image.name})")
     images, geometry = preprocess_volume(volume, size=config.size)
@@ -211,7 +238,7 @@ def case_slices(case: Case, split: str, config: IngestConfig) -> tuple[pa.Table,
     row_mm, col_mm = geometry.pixel_spacing_mm
     slice_mm = float(np.linalg.norm(geometry.canonical_affine[:3, 2]))
     checksum = case_checksum(case)
-    source = os.path.relpath(case.image, config.source)
+    source = _source(case, config)
     n = len(keep)
     table = pa.table(
         {
@@ -259,8 +286,8 @@ def ingest_case(case: Case, split: str, config: IngestConfig, staging: Path) -> 
             case_id=case.case_id,
             patient_id=case.patient_id,
             split=split,
-            source=os.path.relpath(case.image, config.source),
-            error=one_line(exc),
+            source=_source(case, config),
+            error=redact(one_line(exc), case) if config.pseudonymize else one_line(exc),
         )
 
 
@@ -284,7 +311,7 @@ def summarise(results: Sequence[CaseResult], config: IngestConfig, layout: str, 
         label_values=list(config.label_values) if config.label_values else None,
         preprocessing_version=PREPROCESSING_VERSION,
         seed=config.seed,
-        source=str(config.source),
+        source=printable_path(config.source),
         errors=sum(r.error is not None for r in results),
         checksum=dataset_checksum(results, config),
         seconds=seconds,
@@ -303,13 +330,21 @@ def summarise(results: Sequence[CaseResult], config: IngestConfig, layout: str, 
     return summary
 
 
+def _source(case: Case, config: IngestConfig) -> str:
+    """A row's ``source``: the image's path in the archive, or the case's pseudonym."""
+    return case.case_id if config.pseudonymize else printable_path(os.path.relpath(case.image, config.source))
+
+
 def discover_and_split(config: IngestConfig) -> tuple[list[Case], str, dict[str, str]]:
     """The labelled cases, their layout and each patient's split; bad input fails here, before
     any Ray work or output."""
     if not config.source.is_dir():
         raise IngestError(f"--source {config.source} is not a folder")
-    cases = discover_cases(config.source, layout=config.layout, require_labels=True)
-    layout = cases[0].layout
+    inventory = take_inventory(config.source, layout=config.layout, require_labels=True, quiet=config.pseudonymize)
+    logger.info("%s", inventory.line())
+    if config.pseudonymize:
+        inventory = pseudonymize_inventory(inventory, config.id_map)
+    cases, layout = inventory.cases, inventory.layout
     if config.label_values is None:
         default_label_values(layout, config.organ)  # e.g. LiTS labels only the liver: fail now, not per case
     splits = split_patients((c.patient_id for c in cases), config.seed, config.test_fraction, config.val_fraction)
@@ -355,6 +390,7 @@ def run_ingest(config: IngestConfig) -> DatasetSummary:
     logger.info("%s", summary.table())
     if errors:
         logger.info("%d case(s) failed; reasons in %s", len(errors), config.out / DATASET_ERRORS_FILE)
+    check_failed_fraction(len(errors), len(cases), config.max_failed_fraction, str(config.out / DATASET_ERRORS_FILE))
     return summary
 
 

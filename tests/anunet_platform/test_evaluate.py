@@ -271,13 +271,14 @@ def test_evaluate_flags() -> None:
     args = evaluate_parser().parse_args(["--pred", "P", "--labels", "L", "--organ", "kidney"])
     assert vars(args) == {
         "pred": Path("P"), "labels": Path("L"), "organ": "kidney", "modality": None,
-        "layout": "auto", "label_values": None, "out": None,
+        "layout": "auto", "label_values": None, "out": None, "pseudonymize": False,
     }
     args = evaluate_parser().parse_args(
         ["--pred", "P", "--labels", "L", "--organ", "liver", "--modality", "mr", "--layout", "chaos",
-         "--label-values", "2,3", "--out", "O"]
+         "--label-values", "2,3", "--out", "O", "--pseudonymize"]
     )
     assert (args.modality, args.layout, args.label_values, args.out) == ("MR", "chaos", (2, 3), Path("O"))
+    assert args.pseudonymize
     for bad in (["--pred", "P", "--labels", "L"], ["--pred", "P", "--organ", "liver"],
                 ["--pred", "P", "--labels", "L", "--organ", "heart"]):
         with pytest.raises(SystemExit):

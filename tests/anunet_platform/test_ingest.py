@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,13 @@ from anunet_core.archives import discover_cases, load_case
 from anunet_core.preprocessing import normalize_intensity
 from anunet_core.io import OutputLocked
 from anunet_core.synthetic import make_archive
-from anunet_platform.contracts import DATASET_ERRORS_FILE, DATASET_SUMMARY_FILE, decode_slices, read_summary
+from anunet_platform.contracts import (
+    DATASET_ERRORS_FILE,
+    DATASET_SUMMARY_FILE,
+    FailedFractionExceeded,
+    decode_slices,
+    read_summary,
+)
 from anunet_platform.ingest import (
     IngestConfig,
     IngestError,
@@ -211,11 +218,36 @@ def test_corrupt_case_is_an_error_row_and_the_rest_goes_on(ray_local, tmp_path: 
     make_archive(source, cases=3, modality="CT", fmt="nifti", seed=2, shape=SMALL)
     victim = sorted(p for p in source.rglob("*.nii.gz") if "label" not in p.name)[0]
     victim.write_bytes(victim.read_bytes()[:200])  # truncated gzip
-    summary = run_ingest(config(source, tmp_path / "ds"))
+    with pytest.raises(FailedFractionExceeded, match=r"1 of 3 cases failed \(33.3%\), above --max-failed-fraction 0.05"):
+        run_ingest(config(source, tmp_path / "ds"))  # the scheduler sees a failed night ...
+    summary = read_summary(tmp_path / "ds")  # ... after the dataset and its errors were written
     errors = json.loads((tmp_path / "ds" / DATASET_ERRORS_FILE).read_text())
     assert summary.errors == 1 and len(errors) == 1
     assert "\n" not in errors[0]["error"] and victim.name in errors[0]["error"]
     assert sum(summary.splits[s]["cases"] for s in ("train", "val", "test")) == 2
+
+
+def test_pseudonymized_dataset_carries_no_name(ray_local, tmp_path: Path, monkeypatch) -> None:
+    """Patient-named folders: Parquet rows, errors.json and the split keys hold only pseudonyms."""
+    source = tmp_path / "pacs"
+    make_archive(source, cases=3, modality="CT", fmt="nifti", seed=2, shape=SMALL)
+    for i, name in enumerate(("DOE^JANE", "ROE^RICHARD", "SMITH^JOHN")):
+        (source / f"case_{i:04d}").rename(source / name)
+    (source / "SMITH^JOHN" / "image.nii.gz").write_bytes(b"broken")
+    monkeypatch.setenv("ANUNET_PSEUDONYM_KEY", "a-test-key-of-32-characters-long")
+    out, id_map = tmp_path / "ds", tmp_path / "ids.json"
+    with pytest.raises(FailedFractionExceeded):
+        run_ingest(config(source, out, pseudonymize=True, id_map=id_map))
+    rows = [r for f in out.rglob("*.parquet") for r in pq.read_table(f).to_pylist()]
+    assert rows and all(r["case_id"].startswith("anon-") and r["patient_id"].startswith("anon-") for r in rows)
+    assert all(r["source"] == r["case_id"] for r in rows)
+    for path in out.rglob("*"):
+        assert not re.search(r"DOE|ROE|SMITH", path.name)
+        if path.is_file() and path.suffix != ".parquet":  # pixels may hold any bytes; rows are checked above
+            assert not re.search(rb"DOE|ROE|SMITH", path.read_bytes()), path
+    (error,) = json.loads((out / DATASET_ERRORS_FILE).read_text())
+    assert error["case_id"].startswith("anon-") and error["error"].startswith(error["case_id"]), error
+    assert "SMITH^JOHN/image.nii.gz" in id_map.read_text()
 
 
 def test_archive_without_readable_case_fails_clearly(ray_local, tmp_path: Path) -> None:

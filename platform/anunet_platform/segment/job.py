@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from anunet_core.archives import discover_cases
+from anunet_core.archives import ArchiveInventory, pseudonymize_inventory, take_inventory
 from anunet_core.io import output_lock, write_atomic, write_json_atomic
 from anunet_platform.cluster import init_ray
 from anunet_platform.contracts import LOCK_FILE, MANIFEST_FILE, MANIFEST_SCHEMA, SEGMENT_SUMMARY_FILE, check_failed_fraction
@@ -44,6 +44,8 @@ class SegmentSummary:
     ok: int = 0
     failed: int = 0
     skipped: int = 0
+    ignored: int = 0
+    files: int = 0
     slices: int = 0
     seconds: float = 0.0
     slices_per_second: float = 0.0
@@ -54,7 +56,8 @@ class SegmentSummary:
 
     def line(self) -> str:
         return (
-            f"segment: {self.ok} ok, {self.failed} failed, {self.skipped} skipped of {self.cases} cases; "
+            f"segment: {self.ok} ok, {self.failed} failed, {self.skipped} skipped of {self.cases} cases "
+            f"({self.ignored} of {self.files} files ignored); "
             f"{self.slices} slices in {self.seconds:.1f} s ({self.slices_per_second:.1f} slices/s) "
             f"with L{self.depth} {self.model_version}"
         )
@@ -64,12 +67,15 @@ class SegmentSummary:
         self.ok = sum(r["status"] == "ok" for r in rows)
         self.failed = sum(r["status"] == "failed" for r in rows)
         self.skipped = sum(r["status"] == "skipped" for r in rows)
+        self.ignored = sum(int(r["files"] or 0) for r in rows if r["status"] == "ignored")
+        self.files = sum(int(r["files"] or 0) for r in rows)
         self.slices = sum(int(r["slices"] or 0) for r in rows if r["status"] == "ok")
 
 
 def write_manifest(rows: Iterable[Mapping[str, Any]], out: Path, choice: DepthChoice) -> Path:
-    """``OUT/manifest.parquet``: the rows sorted by case id, the depth choice in its metadata."""
-    rows = sorted(rows, key=lambda r: r["case_id"])
+    """``OUT/manifest.parquet``: the case rows sorted by case id, then the ignored entries by
+    source; the depth choice in its metadata."""
+    rows = sorted(rows, key=lambda r: (r["case_id"] is None, r["case_id"] or "", r["source"] or ""))
     columns = {name: [r.get(name) for r in rows] for name in MANIFEST_SCHEMA.names}
     schema = MANIFEST_SCHEMA.with_metadata({"depth": str(choice.depth), "depth_reason": choice.reason})
     table = pa.table(columns, schema=schema)
@@ -97,21 +103,26 @@ def run_segmentation(config: SegmentConfig) -> SegmentSummary:
 
 def _run(config: SegmentConfig, start: float) -> SegmentSummary:
     """The job, holding ``--out``'s lease."""
-    cases = discover_cases(config.archive, layout=config.layout, require_labels=False)
+    inventory = take_inventory(config.archive, layout=config.layout, require_labels=False,
+                               quiet=config.pseudonymize)
+    logger.info("%s", inventory.line())
+    if config.pseudonymize:
+        inventory = pseudonymize_inventory(inventory, config.id_map)
+    cases = inventory.cases
     selected = select_model(config)
     choice = selected.choice
     logger.info("depth: L%d (%s): %s", choice.depth, selected.model_version, choice.reason)
-    resume = plan_resume(cases, config.archive, config.out, selected.model_version, config.recompute)
+    resume = plan_resume(inventory, config.out, selected.model_version, config.recompute)
     summary = SegmentSummary(
         archive=str(config.archive), out=str(config.out), model=config.model,
         model_version=selected.model_version, depth=choice.depth, depth_reason=choice.reason,
         cases=len(cases), skipped=len(resume.skipped), device="cuda" if config.use_gpu else "cpu",
     )
     logger.info(
-        "%d cases in %s: %d to segment, %d already done", len(cases), config.archive, len(resume.todo), len(resume.skipped)
+        "%d cases: %d to segment, %d already done", len(cases), len(resume.todo), len(resume.skipped)
     )
     rows, work_seconds = _segment(resume, selected, config, summary)
-    manifest_rows = [rows[c.case_id] for c in cases if c.case_id in rows]
+    manifest_rows = [rows[c.case_id] for c in cases if c.case_id in rows] + ignored_rows(inventory)
     write_manifest(manifest_rows, config.out, choice)
     _finish(summary, manifest_rows, time.perf_counter() - start, work_seconds, config)
     if resume.todo and summary.ok == 0 and summary.skipped == 0:
@@ -120,6 +131,16 @@ def _run(config: SegmentConfig, start: float) -> SegmentSummary:
     check_failed_fraction(summary.failed, summary.cases, config.max_failed_fraction,
                           f"{config.out / MANIFEST_FILE} (status 'failed')")
     return summary
+
+
+def ignored_rows(inventory: ArchiveInventory) -> list[dict[str, Any]]:
+    """One manifest row per ignored entry of the archive: ``status`` ``ignored``, no case id,
+    its ``source`` and the reason in ``error``."""
+    return [
+        {"case_id": None, "source": inventory.source(item.path), "status": "ignored", "error": item.reason,
+         "files": item.files}
+        for item in inventory.ignored
+    ]
 
 
 def _check_folders(config: SegmentConfig) -> None:

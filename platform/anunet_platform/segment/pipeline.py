@@ -5,6 +5,11 @@
 
 Memory: the archive is streamed (one row per case, Ray Data's backpressure bounds the volumes
 in flight); the driver only holds the small result rows.
+
+Poison scans: a case whose task or actor call kills its worker process (out of memory, a crash
+in a native decoder) is retried :data:`CASE_RETRIES` times, not forever (Ray Data's defaults),
+and then dropped from the stream alone (``max_errored_blocks``: one case per block), so the
+other cases go on. The driver makes each case that never came back a ``failed`` row saying so.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ from anunet_platform.cluster import cluster_shape
 from anunet_platform.segment.config import SegmentConfig
 from anunet_platform.segment.model import SelectedModel
 from anunet_platform.segment.plan import IO_RESERVE_SMALL, ActorPlan, plan_actors
-from anunet_platform.segment.stages import CaseContext, SliceSegmenter, read_stage, write_stage
+from anunet_platform.segment.stages import CaseContext, SliceSegmenter, read_stage, write_lost_case, write_stage
 
-__all__ = ["IO_TASK_CPUS", "segment_cases"]
+__all__ = ["CASE_RETRIES", "IO_TASK_CPUS", "segment_cases"]
 
 logger = logging.getLogger(__name__)
 
 IO_TASK_CPUS = IO_RESERVE_SMALL / 2  # reading and writing: light next to the network
+CASE_RETRIES = 2
+"""Retries of a case whose worker process died (a killed or crashed task or actor call)."""
 
 
 def segment_cases(
@@ -50,8 +57,11 @@ def _run(todo: list[dict[str, Any]], selected: SelectedModel, config: SegmentCon
     weights = ray.put(selected.state_dict)
     dataset = ray.data.from_items(todo, override_num_blocks=len(todo))
     dataset = dataset.map(
-        read_stage, fn_kwargs={"organ": selected.organ, "modality": selected.modality, "size": selected.input_size},
+        read_stage,
+        fn_kwargs={"organ": selected.organ, "modality": selected.modality, "size": selected.input_size,
+                   "max_voxels": config.max_voxels},
         num_cpus=IO_TASK_CPUS,
+        max_retries=CASE_RETRIES,
     )
     dataset = dataset.map_batches(
         SliceSegmenter,
@@ -67,6 +77,18 @@ def _run(todo: list[dict[str, Any]], selected: SelectedModel, config: SegmentCon
         udf_modifying_row_count=False,
         num_cpus=plan.cpus,
         num_gpus=plan.gpus,
+        max_task_retries=CASE_RETRIES,
+        # each restart follows a death during some case's call, and those are bounded
+        max_restarts=(CASE_RETRIES + 1) * len(todo),
     )
-    dataset = dataset.map(write_stage, fn_kwargs={"ctx": ctx}, num_cpus=IO_TASK_CPUS)
-    yield from dataset.iter_rows()
+    # max_retries/max_task_retries/max_restarts go through ray_remote_args, deprecated in Ray 2.60
+    # for named parameters that do not cover retries yet: revisit before Ray 2.64
+    dataset = dataset.map(write_stage, fn_kwargs={"ctx": ctx}, num_cpus=IO_TASK_CPUS, max_retries=CASE_RETRIES)
+    dataset.context.max_errored_blocks = -1  # a case out of retries is dropped alone (one per block)
+    finished = set()
+    for row in dataset.iter_rows():
+        finished.add(row["case_id"])
+        yield row
+    for row in todo:
+        if row["case_id"] not in finished:
+            yield write_lost_case(row, ctx, CASE_RETRIES + 1)

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from anunet_core import ANUNet, optimize_for_inference
-from anunet_core.archives import Case, load_case
+from anunet_core.archives import Case, load_case, redact
 from anunet_core.errors import one_line
-from anunet_core.io import SliceGeometry, voxel_volume_ml, write_mask
+from anunet_core.io import DEFAULT_MAX_VOXELS, SliceGeometry, voxel_volume_ml, write_mask
 from anunet_core.preprocessing import PREPROCESSING_VERSION, preprocess_volume, restore_mask
 from anunet_core.preview import write_preview
 from anunet_platform.contracts import (
@@ -48,6 +48,7 @@ __all__ = [
     "read_case",
     "read_stage",
     "write_case",
+    "write_lost_case",
     "write_stage",
 ]
 
@@ -67,15 +68,18 @@ def _error_of(value: Any) -> str | None:
 # ----------------------------------------------------------------------------------------------
 
 
-def read_case(row: dict[str, Any], organ: str, modality: str, size: int) -> dict[str, Any]:
-    """Stage 1: read the scan and preprocess it exactly as ingest does.
+def read_case(row: dict[str, Any], organ: str, modality: str, size: int,
+              max_voxels: int | None = DEFAULT_MAX_VOXELS) -> dict[str, Any]:
+    """Stage 1: read the scan and preprocess it exactly as ingest does (a scan whose header
+    claims more than ``max_voxels`` fails before anything is loaded).
 
     Adds ``slices`` (float16 bytes of ``(K, size, size)``), ``num_slices``, ``geometry`` (JSON
     of :class:`SliceGeometry`) and ``error`` ("", or the one-line reason)."""
     start = time.perf_counter()
     out = dict(row, slices=b"", num_slices=0, geometry="", error="")  # "": a string column, never NaN
     try:
-        volume, _ = load_case(Case.from_dict(row), organ=organ, modality=modality, with_label=False)
+        volume, _ = load_case(Case.from_dict(row), organ=organ, modality=modality, with_label=False,
+                              max_voxels=max_voxels)
         slices, geometry = preprocess_volume(volume, size=size)
         out.update(
             slices=encode_slices(slices),
@@ -84,6 +88,8 @@ def read_case(row: dict[str, Any], organ: str, modality: str, size: int) -> dict
         )
     except Exception as exc:  # noqa: BLE001 - any failure of one case is that case's failed row
         out["error"] = one_line(exc)
+        if row.get("pseudonymized"):  # the reason names files: never the patient's folder
+            out["error"] = redact(out["error"], Case.from_dict(row))
     out["seconds"] = float(row.get("seconds", 0.0)) + time.perf_counter() - start
     return out
 
@@ -179,9 +185,30 @@ def write_case(row: dict[str, Any], ctx: CaseContext) -> dict[str, Any]:
         record.update(_write_outputs(row, ctx), status="ok")
     except Exception as exc:  # noqa: BLE001 - the case fails, the job goes on
         record.update(status="failed", error=error or one_line(exc))
+        _remove_outputs(ctx.out, row["case_id"])
     record["seconds"] = float(row.get("seconds", 0.0)) + time.perf_counter() - start
     write_record(record, ctx.out)
     return record
+
+
+def write_lost_case(row: dict[str, Any], ctx: CaseContext, attempts: int) -> dict[str, Any]:
+    """The ``failed`` row (and record) of a case that never came back from the pipeline: the
+    worker process working on it died on each of its ``attempts``."""
+    record = _base_row(row, ctx)
+    record["error"] = (
+        f"its worker process died {attempts} times (out of memory, or a crash in a native library); "
+        "see the Ray worker logs"
+    )
+    _remove_outputs(ctx.out, row["case_id"])
+    write_record(record, ctx.out)
+    return record
+
+
+def _remove_outputs(out: Path, case_id: str) -> None:
+    """A failed case keeps no mask or preview from an earlier run: nobody may mistake them
+    for this run's result."""
+    for path in (prediction_path(out, case_id), preview_path(out, case_id)):
+        path.unlink(missing_ok=True)
 
 
 def _write_outputs(row: Mapping[str, Any], ctx: CaseContext) -> dict[str, Any]:
@@ -190,7 +217,8 @@ def _write_outputs(row: Mapping[str, Any], ctx: CaseContext) -> dict[str, Any]:
     k = int(row["num_slices"])
     probs = decode_slices_bytes(row["probs"], k, ctx.size)
     mask = restore_mask(probs.astype(np.float32), geometry, threshold=THRESHOLD)
-    write_mask(mask, geometry, prediction_path(ctx.out, row["case_id"]))
+    # the mask names the model that made it: is_done trusts no mask another model left behind
+    write_mask(mask, geometry, prediction_path(ctx.out, row["case_id"]), description=ctx.model_version)
     if ctx.previews:
         slices = decode_slices_bytes(row["slices"], k, ctx.size)
         write_preview(preview_path(ctx.out, row["case_id"]), slices, probs > THRESHOLD)
@@ -211,6 +239,7 @@ def _base_row(row: Mapping[str, Any], ctx: CaseContext) -> dict[str, Any]:
         "seconds": 0.0,
         "slices": None,
         "depth_reason": ctx.depth_reason,
+        "files": int(row.get("files", 1)),
         "signature": row["signature"],
         "preprocessing_version": PREPROCESSING_VERSION,
     }
@@ -237,10 +266,10 @@ def _yield_cpu_to_the_model() -> None:
         _NICED = True
 
 
-def read_stage(row: dict[str, Any], organ: str, modality: str, size: int) -> dict[str, Any]:
+def read_stage(row: dict[str, Any], organ: str, modality: str, size: int, max_voxels: int | None) -> dict[str, Any]:
     """:func:`read_case` at the I/O niceness (the Ray task)."""
     _yield_cpu_to_the_model()
-    return read_case(row, organ, modality, size)
+    return read_case(row, organ, modality, size, max_voxels)
 
 
 def write_stage(row: dict[str, Any], ctx: CaseContext) -> dict[str, Any]:

@@ -49,7 +49,8 @@ def test_write_manifest_sorts_by_case_and_records_the_depth_choice(tmp_path: Pat
          "model_version": "models:/x/1", "seconds": 0.5, "signature": "not a manifest column"},
         {"case_id": "a", "source": "a/image.nii.gz", "status": "ok", "error": None, "depth": 2,
          "model_version": "models:/x/1", "organ_voxels": 10, "organ_ml": 0.25, "seconds": 1.0, "slices": 4,
-         "depth_reason": "why"},
+         "depth_reason": "why", "files": 2},
+        {"case_id": None, "source": "notes.txt", "status": "ignored", "error": "not a scan (.txt file)", "files": 1},
     ]
     path = write_manifest(rows, tmp_path, DepthChoice(2, "L2: why"))
     table = pq.read_table(path)
@@ -57,20 +58,22 @@ def test_write_manifest_sorts_by_case_and_records_the_depth_choice(tmp_path: Pat
     assert table.schema.equals(MANIFEST_SCHEMA, check_metadata=False)
     assert table.schema.metadata[b"depth"] == b"2" and table.schema.metadata[b"depth_reason"] == b"L2: why"
     assert read_manifest(tmp_path) == [
-        {name: rows[1].get(name) for name in MANIFEST_SCHEMA.names},
-        {name: rows[0].get(name) for name in MANIFEST_SCHEMA.names},
-    ]
+        {name: rows[i].get(name) for name in MANIFEST_SCHEMA.names} for i in (1, 0, 2)
+    ], "cases by id, then the ignored entries"
 
 
 def test_summary_counts_the_manifest_rows() -> None:
     summary = SegmentSummary(archive="a", out="o", model="anunet-liver-ct", model_version="models:/m/1", depth=2,
                              depth_reason="r", cases=4)
-    summary.count([{"status": "ok", "slices": 16}, {"status": "ok", "slices": 8}, {"status": "failed", "slices": None},
-                   {"status": "skipped", "slices": 32}])
+    summary.count([{"status": "ok", "slices": 16, "files": 1}, {"status": "ok", "slices": 8, "files": 40},
+                   {"status": "failed", "slices": None, "files": 1}, {"status": "skipped", "slices": 32, "files": 2},
+                   {"status": "ignored", "slices": None, "files": 3}])
     assert (summary.ok, summary.failed, summary.skipped, summary.slices) == (2, 1, 1, 24)
+    assert (summary.ignored, summary.files) == (3, 47)
     summary.seconds, summary.slices_per_second = 3.0, 8.0
     assert summary.line() == (
-        "segment: 2 ok, 1 failed, 1 skipped of 4 cases; 24 slices in 3.0 s (8.0 slices/s) with L2 models:/m/1"
+        "segment: 2 ok, 1 failed, 1 skipped of 4 cases (3 of 47 files ignored); 24 slices in 3.0 s (8.0 slices/s) "
+        "with L2 models:/m/1"
     )
 
 
@@ -239,7 +242,8 @@ def test_a_killed_run_rerun_finishes_only_the_rest(trained, tmp_path: Path) -> N
     assert {c for c, r in rows.items() if r["status"] == "skipped"} == done
     assert {c for c, r in rows.items() if r["status"] == "ok"} == {f"case_{i:04d}" for i in range(8)} - done
     assert {c: (out / "masks" / f"{c}.nii.gz").stat().st_mtime_ns for c in done} == mtimes, "done masks untouched"
-    assert f"8 cases in {archive}: {8 - len(done)} to segment, {len(done)} already done" in stdout
+    assert f"8 cases: {8 - len(done)} to segment, {len(done)} already done" in stdout
+    assert "8 cases (8 pairs) from 16 files in " in stdout
     assert "skipped of 8 cases" in stdout
 
 
@@ -318,3 +322,197 @@ def test_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
         run_segmentation(config)
     with pytest.raises(registry.RegistryError, match="family name like"):
         run_segmentation(SegmentConfig(archive=tmp_path / "a", out=tmp_path / "out", model="liver"))
+
+
+# ----------------------------------------------------------------------------------------------
+# A hostile archive: every kind of bad input at once, a killed actor and a poison scan
+# ----------------------------------------------------------------------------------------------
+
+
+class _WorkerKiller:
+    """A thread that SIGKILLs Ray worker processes, as the kernel's OOM killer or a crashing
+    decoder would: every worker that has ``poison`` open (each attempt at that scan dies), and
+    once the first case is written, one segment actor. It also records the largest resident
+    memory (VmHWM) of any Ray worker, to show that the bombs never got allocated."""
+
+    def __init__(self, poison: Path, records: Path) -> None:
+        import threading
+
+        self.poison, self.records = str(poison), records
+        self.poison_killed: set[int] = set()  # pids: a SIGKILLed process lingers a moment, still "open"
+        self.actor_kills, self.peak_rss_kib = 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _WorkerKiller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def _workers() -> list[tuple[int, str]]:
+        out = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                if cmdline.startswith("ray::"):
+                    out.append((int(pid), cmdline))
+        return out
+
+    def _has_open(self, pid: int) -> bool:
+        try:
+            return any(os.readlink(f"/proc/{pid}/fd/{fd}") == self.poison for fd in os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            return False
+
+    def _kill(self, pid: int) -> bool:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            return True
+        except ProcessLookupError:
+            return False
+
+    @property
+    def poison_kills(self) -> int:
+        return len(self.poison_killed)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid, cmdline in self._workers():
+                if pid in self.poison_killed:
+                    continue
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    self.peak_rss_kib = max(self.peak_rss_kib, int(re.search(r"VmHWM:\s+(\d+)", status).group(1)))
+                except (OSError, AttributeError):
+                    pass
+                if self._has_open(pid) and self._kill(pid):
+                    self.poison_killed.add(pid)
+                elif (not self.actor_kills and "SliceSegmenter" in cmdline and self.records.is_dir()
+                      and any(self.records.glob("*.json")) and self._kill(pid)):
+                    self.actor_kills += 1
+            time.sleep(0.002)
+
+
+def _hostile_archive(root: Path, outside: Path) -> dict[str, str]:
+    """Good and bad scans of every kind; returns {source: the expected status or reason}."""
+    from anunet_core.synthetic.files import write_gzip_bomb_nifti, write_oversized_header_nifti
+
+    make_archive(root / "nifti", cases=2, modality="CT", fmt="nifti", seed=31, shape=(64, 64, 16), layout="pairs")
+    make_archive(root / "dicom", cases=4, modality="CT", fmt="dicom", seed=32, shape=(64, 64, 12))
+    series = sorted(p for p in (root / "dicom").iterdir() if p.is_dir())
+    zero_byte, gap, end_gap = series[1:]
+    slices = sorted(p for p in zero_byte.rglob("*") if p.is_file() and "label" not in p.name)
+    slices[3].write_bytes(b"")  # a slice copied as zero bytes
+    gap_slices = sorted((p for p in gap.rglob("*") if p.is_file() and "label" not in p.name),
+                        key=lambda p: int(pydicom_instance(p)))
+    gap_slices[5].unlink()  # a slice missing in the middle
+    end_slices = sorted((p for p in end_gap.rglob("*") if p.is_file() and "label" not in p.name),
+                        key=lambda p: int(pydicom_instance(p)))
+    end_slices[0].unlink()  # the first slice missing
+    good = (root / "nifti" / "case_0000" / "image.nii.gz").read_bytes()
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / os.fsdecode(b"M\xfcller_scan.nii.gz")).write_bytes(good)  # a good scan with a Latin-1 name
+    (bad / "truncated.nii.gz").write_bytes(good[: len(good) // 3])
+    (bad / "garbage.nii.gz").write_bytes(gzip.compress(b"not a nifti at all" * 100))
+    _write_nifti(bad / "four_d.nii.gz", np.zeros((16, 16, 4, 2), np.int16))
+    _write_nifti(bad / "all_nan.nii.gz", np.full((32, 32, 8), np.nan, np.float32))
+    write_oversized_header_nifti(bad / "oversized.nii.gz", (4096, 4096, 4096))
+    write_gzip_bomb_nifti(bad / "bomb.nii.gz", (1024, 1024, 1024))
+    rng = np.random.default_rng(0)  # the poison: big and incompressible, so each read takes a while
+    _write_nifti(bad / "poison.nii.gz", rng.integers(-1000, 1000, (256, 256, 400), dtype=np.int16))
+    os.mkfifo(bad / "pipe")
+    (outside / "secret.nii.gz").write_bytes(good)
+    os.symlink(outside / "secret.nii.gz", bad / "link_out.nii.gz")
+    (root / "README.txt").write_text("exported by PACS")
+    return {
+        "nifti/case_0000/image.nii.gz": "ok", "nifti/case_0001/image.nii.gz": "ok",
+        f"dicom/{series[0].name}/dicom": "ok", "bad/M\\xfcller_scan.nii.gz": "ok",
+        f"dicom/{zero_byte.name}/dicom": "unreadable slice", f"dicom/{gap.name}/dicom": "missing",
+        f"dicom/{end_gap.name}/dicom": "missing",
+        "bad/truncated.nii.gz": "truncated.nii.gz", "bad/garbage.nii.gz": "garbage.nii.gz",
+        "bad/four_d.nii.gz": "4", "bad/all_nan.nii.gz": "no finite voxel",
+        "bad/oversized.nii.gz": "too large (68719476736 voxels", "bad/bomb.nii.gz": "too large (1073741824 voxels",
+        "bad/poison.nii.gz": "worker process died 3 times",
+        "bad/pipe": "not a regular file (FIFO)", "bad/link_out.nii.gz": "symbolic link leaving the archive",
+        "README.txt": "not a scan (.txt file)",
+    }
+
+
+def pydicom_instance(path: Path) -> int:
+    import pydicom
+
+    return int(pydicom.dcmread(path, stop_before_pixels=True).InstanceNumber)
+
+
+@pytest.mark.slow
+def test_a_hostile_archive_every_file_accounted_for_and_the_night_goes_on(trained, tmp_path: Path) -> None:
+    archive, out, outside = tmp_path / "hostile", tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    expected = _hostile_archive(archive, outside)
+    files_present = sum(len(files) for _, _, files in os.walk(archive))
+    with _WorkerKiller(archive / "bad" / "poison.nii.gz", out / "records") as killer:
+        summary = segment(trained, archive, out, depth=1, max_failed_fraction=1.0)
+        rows = manifest(out)
+        assert killer.actor_kills == 1, "one segment actor was SIGKILLed mid-run"
+        assert killer.poison_kills == 3, "the poison scan was tried three times, no more"
+        assert killer.peak_rss_kib < 1_500_000, f"a worker reached {killer.peak_rss_kib} KiB: a bomb was allocated"
+
+        by_source = {r["source"]: r for r in rows}
+        for source, want in expected.items():
+            row = by_source.pop(source, None)
+            assert row is not None, f"{source} is missing from the manifest"
+            if want == "ok":
+                assert row["status"] == "ok", (source, row["error"])
+            else:
+                assert row["status"] in ("failed", "ignored") and want in row["error"], (source, row["status"], row["error"])
+                assert "\n" not in row["error"] and (row["case_id"] is None or not (out / "masks" / f"{row['case_id']}.nii.gz").exists())
+        assert not by_source, f"unexpected rows: {by_source}"
+        assert sum(r["files"] for r in rows) == files_present, "manifest rows + ignored entries = the files present"
+        assert (summary.ok, summary.failed) == (4, 10) and summary.files == files_present
+
+        rerun = segment(trained, archive, out, depth=1, max_failed_fraction=1.0)
+        again = {r["source"]: r["status"] for r in manifest(out)}
+        assert (rerun.skipped, rerun.ok, rerun.failed) == (4, 0, 10), "the rerun redoes only what failed"
+        assert {s for s, st in again.items() if st == "skipped"} == {s for s, w in expected.items() if w == "ok"}
+        assert killer.poison_kills == 6
+
+
+@pytest.mark.slow
+def test_pseudonymized_outputs_and_logs_carry_no_name(trained, tmp_path: Path, monkeypatch, caplog) -> None:
+    """PACS folders named after patients: with --pseudonymize no output file, manifest row,
+    record or log line carries the name; the map goes only to --id-map; reruns resume."""
+    archive, out, id_map = tmp_path / "pacs", tmp_path / "out", tmp_path / "private" / "ids.json"
+    make_archive(archive, cases=2, modality="CT", fmt="nifti", seed=33, shape=(64, 64, 16), layout="pairs")
+    (archive / "case_0000").rename(archive / "DOE^JANE")
+    (archive / "case_0001").rename(archive / "SMITH^JOHN")
+    (archive / "SMITH^JOHN" / "image.nii.gz").write_bytes(b"broken")  # its error names the file
+    (archive / "DOE^JANE" / "notes_DOE.txt").write_text("referral")
+    monkeypatch.delenv("ANUNET_PSEUDONYM_KEY", raising=False)
+    with pytest.raises(ValueError, match="ANUNET_PSEUDONYM_KEY"):
+        segment(trained, archive, out, depth=1, pseudonymize=True)
+    monkeypatch.setenv("ANUNET_PSEUDONYM_KEY", "a-test-key-of-32-characters-long")
+    caplog.set_level("INFO")
+    summary = segment(trained, archive, out, depth=1, pseudonymize=True, id_map=id_map, max_failed_fraction=1.0)
+    assert (summary.ok, summary.failed, summary.ignored) == (1, 1, 1)
+    rows = manifest(out)
+    assert all(r["source"].startswith("anon-") for r in rows)
+    assert all(r["case_id"] is None or re.fullmatch(r"anon-[0-9a-f]{16}", r["case_id"]) for r in rows)
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert not re.search(rb"DOE|SMITH", path.read_bytes().replace(b"\0", b"")), path
+            assert "DOE" not in path.name and "SMITH" not in path.name
+    assert "DOE" not in caplog.text and "SMITH" not in caplog.text
+    mapping = json.loads(id_map.read_text())
+    assert {v for k, v in mapping.items() if not k.startswith("patient:")} == {
+        "DOE^JANE/image.nii.gz", "SMITH^JOHN/image.nii.gz", "DOE^JANE/notes_DOE.txt"}
+    assert id_map.stat().st_mode & 0o777 == 0o600
+    again = segment(trained, archive, out, depth=1, pseudonymize=True, max_failed_fraction=1.0)
+    assert again.skipped == 1, "the same key gives the same ids: the rerun resumes"

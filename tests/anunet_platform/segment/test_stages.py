@@ -112,9 +112,13 @@ def test_a_bad_scan_fails_in_read_and_passes_through_as_a_failed_row(
     assert "image.nii.gz" in read["error"], read["error"]
     segmented = _through_the_actor(_segmenter(tiny_network), read)
     assert (segmented["error"], segmented["probs"]) == (read["error"], b"")
+    for stale in (prediction_path(tmp_path, "garbage"), preview_path(tmp_path, "garbage")):  # an earlier run's
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        stale.write_bytes(b"an earlier run's output")
     record = write_case(segmented, _context(tmp_path))
     assert (record["status"], record["error"], record["organ_ml"]) == ("failed", read["error"], None)
-    assert not prediction_path(tmp_path, "garbage").exists()
+    assert not prediction_path(tmp_path, "garbage").exists(), "a failed rerun keeps no old mask"
+    assert not preview_path(tmp_path, "garbage").exists()
     assert json.loads(record_path(tmp_path, "garbage").read_text())["status"] == "failed", "failed cases have records"
 
 
