@@ -61,6 +61,7 @@ RAY_TOKEN_SECRET = "anunet-ray-token"
 DB_SECRET = "anunet-mlflow-db"        # PostgreSQL's password
 MLFLOW_AUTH_SECRET = "anunet-mlflow-auth"  # the MLflow admin and the Flask secret key: the server only
 MLFLOW_JOBS_SECRET = "anunet-mlflow-jobs"  # the MLflow user of the jobs: every Ray container
+PSEUDONYM_SECRET = "anunet-pseudonym-key"  # --pseudonymize's HMAC key (optional: jobs that need it fail clearly)
 SECRET_LIKE = re.compile(r"PASSWORD|TOKEN|SECRET", re.IGNORECASE)
 GPU = "nvidia.com/gpu"
 # The user and group (uid, gid) each image runs as: the Dockerfile's USER for the project's
@@ -667,7 +668,7 @@ def test_every_secret_has_its_create_command_in_the_readme():
     """k8s/README.md has one `kubectl create secret generic NAME --from-literal=KEY=...` command
     per Secret that the manifests read, with every key they read from it."""
     keys = secret_keys()
-    assert set(keys) == {DB_SECRET, RAY_TOKEN_SECRET, MLFLOW_AUTH_SECRET, MLFLOW_JOBS_SECRET}, sorted(keys)
+    assert set(keys) == {DB_SECRET, RAY_TOKEN_SECRET, MLFLOW_AUTH_SECRET, MLFLOW_JOBS_SECRET, PSEUDONYM_SECRET}, sorted(keys)
     readme = (K8S / "README.md").read_text()
     for name, wanted in keys.items():
         start = readme.find(f"create secret generic {name} ")
@@ -1269,3 +1270,16 @@ def test_kustomization_builds(directory):
         assert parse_entrypoint(rayjob["spec"]["entrypoint"])[0] == "segment"
         if SCHEMAS.is_dir():
             assert not schema_errors(rayjob), schema_errors(rayjob)
+
+
+def test_clusters_that_read_archives_get_the_pseudonym_key_from_an_optional_secret():
+    """--pseudonymize reads ANUNET_PSEUDONYM_KEY in the driver (the head): the clusters that run
+    ingest or segment have it from the Secret, optional so that clusters without it still start."""
+    readers = [(doc, spec) for doc, spec in cluster_specs() if doc.path.parent.name != "jobs" or doc.path.stem == "ingest"]
+    assert {doc.path.name for doc, _ in readers} >= {"raycluster.yaml", "ingest.yaml", "raycronjob.yaml",
+                                                     "rayjob-segment.yaml"}
+    for doc, spec in readers:
+        for group, body in ray_groups(spec):
+            env = {e["name"]: e for e in body["template"]["spec"]["containers"][0].get("env", [])}
+            ref = env["ANUNET_PSEUDONYM_KEY"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": PSEUDONYM_SECRET, "key": "key", "optional": True}, (doc.path, group)
