@@ -262,6 +262,11 @@ def tune_parser() -> argparse.ArgumentParser:
         "--time-budget-s", type=_positive_float, default=_default(SearchConfig, "time_budget_s"),
         help="end the experiment after this wall time (default: none)",
     )
+    failures = _default(SearchConfig, "max_failures")
+    parser.add_argument(
+        "--max-failures", type=int, default=failures,
+        help=f"times a failed trial starts again, resuming its training from its latest checkpoint (default {failures})",
+    )
     parser.add_argument("--name", default=_default(SearchConfig, "name"), help="experiment name; the same name resumes it")
     parser.add_argument("--register", action="store_true", help="retrain the best config and register every depth")
     return parser

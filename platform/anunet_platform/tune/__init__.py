@@ -6,8 +6,8 @@ Stages:
     -> a search algorithm that itself holds the concurrency limit: seeded random search
        (default) or Optuna's TPE, the first trial being the default configuration
     -> one Tune trial per configuration: a function trainable that runs one TorchTrainer
-       (``train.build_trainer``) and forwards its per-epoch metrics (``TuneReportCallback``)
-    -> ASHA stops weak trials early on the deepest head's validation Dice
+       (``train.build_trainer``) and forwards its per-epoch metrics (``callbacks.EpochReport``)
+    -> ASHA stops weak trials early on the deepest head's validation Dice (its time: ``EPOCHS_DONE``)
     -> the trials table, the Dice map over alpha x gamma and the best configuration against
        the default on the same budget (``report``), printed and logged under the MLflow
        parent run; with ``register``, the best configuration retrained and registered
@@ -23,10 +23,15 @@ as ``BasicVariantGenerator``: that was the hang.)
 Modules: ``space`` (the search space and :class:`SearchConfig`), ``sizing`` (trials at once,
 ASHA's rungs and budget: pure), ``search`` (the search algorithm), ``trial`` (one trial),
 ``job`` (:func:`run_tuning`), ``report`` (the trials table, the Dice map, the gain over the
-default), ``callbacks`` (when each trial ran).
+default), ``callbacks`` (every epoch to Tune; on the driver, when each trial ran and the results a
+restored trial keeps).
 
-The experiment resumes after the driver dies (same ``--name`` -> ``Tuner.restore``). In
-MLflow every trial is a child run under one parent run of the experiment (``registry.tracking``).
+Failures: a trial that fails (its process dies, or its training fails beyond its own worker
+restarts) starts again up to ``max_failures`` times (Tune's ``FailureConfig``); the experiment
+resumes after the driver dies (same ``--name`` -> ``Tuner.restore``, unfinished and errored
+trials included). Either way a trial started again resumes its TorchTrainer run from its latest
+checkpoint (``trial``). In MLflow every trial is a child run under one parent run of the
+experiment (``registry.tracking``); a trial started again logs into the same child run.
 """
 
 from anunet_platform.tune.job import Experiment, TuneOutcome, experiment_name, require_state_api, run_tuning
@@ -40,6 +45,7 @@ from anunet_platform.tune.sizing import (
 )
 from anunet_platform.tune.space import (
     DEFAULT_POINT,
+    EPOCHS_DONE,
     METRIC,
     SEARCH_SPACE,
     SEARCHERS,
@@ -51,6 +57,7 @@ from anunet_platform.tune.trial import tune_trial
 
 __all__ = [
     "DEFAULT_POINT",
+    "EPOCHS_DONE",
     "METRIC",
     "SEARCHERS",
     "SEARCH_SPACE",

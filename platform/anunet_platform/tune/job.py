@@ -26,7 +26,7 @@ from anunet_platform.tune.report import (
 )
 from anunet_platform.tune.search import search_algorithm
 from anunet_platform.tune.sizing import TRIAL_RESOURCES, asha_rungs, asha_trial_epochs, max_concurrent_trials
-from anunet_platform.tune.space import DEFAULT_POINT, METRIC, SEARCH_SPACE, SearchConfig, search_domains
+from anunet_platform.tune.space import DEFAULT_POINT, EPOCHS_DONE, METRIC, SEARCH_SPACE, SearchConfig, search_domains
 from anunet_platform.tune.trial import tune_trial
 
 __all__ = ["Experiment", "TuneOutcome", "experiment_name", "require_state_api", "run_tuning"]
@@ -34,7 +34,9 @@ __all__ = ["Experiment", "TuneOutcome", "experiment_name", "require_state_api", 
 logger = logging.getLogger(__name__)
 
 TRIALS_CSV, TRIALS_MD, DICE_MAP = "trials.csv", "trials.md", "dice_alpha_gamma.png"
-TRIAL_TIMES = "trial_times.json"  # when each trial started and ended (callbacks.TrialTimes)
+# when each trial started and ended (callbacks.TrialTimes): in a folder of its own, where a
+# restored experiment's Tune does not put back the file it found at the restore
+TRIAL_TIMES = Path("anunet", "trial_times.json")
 
 
 def require_state_api() -> None:
@@ -44,12 +46,18 @@ def require_state_api() -> None:
     controller can free its workers' placement group; Ray Train's ``PlacementGroupCleaner``
     frees it once it sees the controller dead, and it asks the state API. Without the
     dashboard every stopped trial keeps its CPUs (and GPUs) forever and the next trials wait
-    for them: a hang, so a clear error instead."""
+    for them: a hang, so a clear error instead.
+
+    It asks the connected cluster (its GCS address): without an address the state API guesses
+    the cluster from the GCS processes it sees on this host and refuses when there are several
+    (two local clusters on one machine: a killed job's successor beside a test's cluster)."""
+    import ray
     from ray.util.state import list_nodes
     from ray.util.state.exception import RayStateApiException
 
+    address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
     try:
-        list_nodes(limit=1, timeout=10, raise_on_missing_output=False)
+        list_nodes(address=address, limit=1, timeout=10, raise_on_missing_output=False)
     except (RayStateApiException, ConnectionError, OSError) as exc:
         raise ValueError(
             "tuning needs Ray's state API (the dashboard): without it the workers of trials ASHA stops are never "
@@ -140,11 +148,12 @@ def trial_train_config(config: SearchConfig, experiment: Experiment) -> TrainCon
 
 def build_tuner(config: SearchConfig, experiment: Experiment, train_config: TrainConfig):
     """The ``Tuner``: restored when the experiment's folder holds one (the driver came back),
-    else new, with ASHA and the search algorithm holding the concurrency limit."""
+    else new, with ASHA, the search algorithm holding the concurrency limit, and
+    ``config.max_failures`` retries of a failed trial."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from anunet_platform.tune.callbacks import TrialTimes
+    from anunet_platform.tune.callbacks import KeepTrialResults, TrialTimes
 
     param_space = search_domains(config) | {
         "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(train_config).items()},
@@ -156,7 +165,9 @@ def build_tuner(config: SearchConfig, experiment: Experiment, train_config: Trai
     path = experiment.path
     if tune.Tuner.can_restore(str(path)):
         logger.info("resuming tuning experiment %s from %s", experiment.name, path)
-        return tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space, resume_errored=True)
+        # trials the dead driver left running, or that had failed, run again (resuming their training)
+        return tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space, resume_unfinished=True,
+                                  resume_errored=True)
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -165,21 +176,28 @@ def build_tuner(config: SearchConfig, experiment: Experiment, train_config: Trai
             max_concurrent_trials=None,  # held by the search algorithm itself (see the module doc)
             # stop_last_trials=False: reaching max_t alone does not kill a trial right after its
             # last report (a rung that falls on max_t still can: close_trial_runs covers it)
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=config.epochs,
+            # time: the epochs trained (EPOCHS_DONE), not training_iteration, which a rerun trial starts again
+            scheduler=ASHAScheduler(time_attr=EPOCHS_DONE, max_t=config.epochs,
                                     grace_period=config.grace_period, reduction_factor=config.reduction_factor,
                                     stop_last_trials=False),
             search_alg=search_algorithm(config, experiment.concurrent),
             time_budget_s=config.time_budget_s,
         ),
-        run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.storage),
-                                  callbacks=[TrialTimes(path / TRIAL_TIMES)]),
+        run_config=tune.RunConfig(
+            name=experiment.name, storage_path=str(experiment.storage),
+            # a failed trial starts again, its TorchTrainer resuming from its latest checkpoint (tune_trial)
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            # before Tune's own loggers, which it appends after these (KeepTrialResults needs it)
+            callbacks=[KeepTrialResults(), TrialTimes(path / TRIAL_TIMES)],
+        ),
     )
 
 
 def trial_rows(results, config: SearchConfig, intervals: dict[str, tuple[float, float]]) -> list[TrialRow]:
-    """One ``TrialRow`` per Tune result: its configuration, the per-epoch Dice history and the
-    best Dice per depth from its metrics, and when it ran (``intervals``: ``{trial_id: (start,
-    end)}`` from ``TrialTimes``) where known."""
+    """One ``TrialRow`` per Tune result: its configuration, the per-epoch Dice history (one
+    value per epoch, however many attempts the trial took) and the best Dice per depth from its
+    metrics, and when it ran (``intervals``: ``{trial_id: (start, end)}`` from ``TrialTimes``)
+    where known."""
     rows = []
     for result in results:
         history = result.metrics_dataframe
@@ -187,7 +205,9 @@ def trial_rows(results, config: SearchConfig, intervals: dict[str, tuple[float, 
         if history is None or METRIC not in getattr(history, "columns", ()):
             dice, best = (), {d: math.nan for d in DEPTHS}
         else:
-            history = history.sort_values("training_iteration")
+            # one row per epoch, the latest: a trial Tune reran (a failure, a restored experiment)
+            # resumed its training, may report an epoch again and restarts training_iteration at 1
+            history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
             dice = tuple(float(v) for v in history[METRIC])
             best = {d: float(history[f"val_dice_L{d}"].max()) for d in DEPTHS}
         point = {k: float(result.config[k]) for k in SEARCH_SPACE}

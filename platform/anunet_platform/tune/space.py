@@ -8,9 +8,13 @@ from typing import Any
 
 from anunet_platform.train import TrainConfig
 
-__all__ = ["DEFAULT_POINT", "METRIC", "SEARCHERS", "SEARCH_SPACE", "Dimension", "SearchConfig", "search_domains"]
+__all__ = [
+    "DEFAULT_POINT", "EPOCHS_DONE", "METRIC", "SEARCHERS", "SEARCH_SPACE", "Dimension", "SearchConfig",
+    "search_domains",
+]
 
 METRIC = "val_dice"  # what trials are ranked by: the deepest head's validation Dice
+EPOCHS_DONE = "epochs_done"  # epochs a trial has trained, its resumed attempts included: ASHA's time
 SEARCHERS = ("random", "tpe")
 
 
@@ -74,6 +78,9 @@ class SearchConfig:
         max_concurrent_trials: trials at once; ``None`` computes it from the cluster.
         time_budget_s: end the experiment after this wall time (unfinished trials are
             reported as such); ``None``: no limit.
+        max_failures: times a failed trial (its process died, or its training failed beyond
+            its own worker restarts) is started again before it counts as failed; it resumes
+            its training from its latest checkpoint. 0: never.
         name: the experiment name; the same name resumes it.
         storage_path: Tune/Train storage (shared storage on a cluster).
         experiment: MLflow experiment.
@@ -98,6 +105,7 @@ class SearchConfig:
     reduction_factor: int = 2
     max_concurrent_trials: int | None = None
     time_budget_s: float | None = None
+    max_failures: int = 2
     name: str | None = None
     storage_path: Path | None = TrainConfig.storage_path
     experiment: str = "anunet-tune"
@@ -120,6 +128,8 @@ class SearchConfig:
             raise ValueError(f"--max-concurrent-trials must be >= 1, got {self.max_concurrent_trials}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"--time-budget-s must be > 0, got {self.time_budget_s}")
+        if self.max_failures < 0:
+            raise ValueError(f"--max-failures must be >= 0, got {self.max_failures}")
 
     def ranges(self) -> dict[str, tuple[float, float]]:
         return {name: getattr(self, f"{name}_range") for name in SEARCH_SPACE}

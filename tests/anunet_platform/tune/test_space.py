@@ -28,6 +28,7 @@ from anunet_platform.tune import (
         ({"search": "grid"}, "--search must be one of random, tpe"),
         ({"reduction_factor": 1}, "--reduction-factor"),
         ({"time_budget_s": 0}, "--time-budget-s"),
+        ({"max_failures": -1}, "--max-failures"),
     ],
 )
 def test_bad_search_config_is_refused(search, kwargs, message) -> None:
@@ -56,7 +57,8 @@ def test_tune_flags_take_their_defaults_from_the_search_config() -> None:
     config = SearchConfig(**vars(args))
     defaults = {f.name: f.default for f in fields(SearchConfig)}
     for name in ("search", "alpha_range", "gamma_range", "learning_rate_range", "grace_period", "reduction_factor",
-                 "max_concurrent_trials", "time_budget_s", "experiment", "seed", "num_workers", "cpus_per_worker"):
+                 "max_concurrent_trials", "time_budget_s", "max_failures", "experiment", "seed", "num_workers",
+                 "cpus_per_worker"):
         assert getattr(config, name) == defaults[name], name
     custom = SearchConfig(**vars(tune_parser().parse_args(
         ["--data", "d", "--num-samples", "4", "--epochs", "2", "--search", "tpe", "--alpha-range", "0.2", "0.6",
