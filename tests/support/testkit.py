@@ -88,3 +88,20 @@ def running_mlflow_server(workdir: Path, timeout_s: float = 120) -> Iterator[str
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)
         log.close()
+
+
+def ingest_synthetic_ct(root: Path, cases: int, shape: tuple[int, int, int], size: int) -> Path:
+    """``root/ds``: ``cases`` seeded synthetic CT cases (``root/archive``) ingested at ``size`` px
+    on a local Ray cluster of 2 CPUs started and stopped here: the tuning tests' dataset."""
+    import ray
+
+    from anunet_core.synthetic import make_archive
+    from anunet_platform.ingest import IngestConfig, run_ingest
+
+    make_archive(root / "archive", cases=cases, modality="CT", fmt="nifti", seed=8, shape=shape)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        run_ingest(IngestConfig(source=root / "archive", out=root / "ds", organ="liver", modality="CT", size=size))
+    finally:
+        ray.shutdown()
+    return root / "ds"

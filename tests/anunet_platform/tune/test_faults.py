@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from testkit import ingest_synthetic_ct
 
 from anunet_platform.tune import METRIC, SearchConfig
 
@@ -28,19 +29,7 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory) -> Path:
     """4 synthetic CT cases ingested at 32 px: 16 training slices, 8 validation slices."""
-    import ray
-    from anunet_platform.ingest import IngestConfig, run_ingest
-
-    from anunet_core.synthetic import make_archive
-
-    root = tmp_path_factory.mktemp("tune-faults")
-    make_archive(root / "archive", cases=4, modality="CT", fmt="nifti", seed=8, shape=(48, 48, 8))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        run_ingest(IngestConfig(source=root / "archive", out=root / "ds", organ="liver", modality="CT", size=32))
-    finally:
-        ray.shutdown()
-    return root / "ds"
+    return ingest_synthetic_ct(tmp_path_factory.mktemp("tune-faults"), cases=4, shape=(48, 48, 8), size=32)
 
 
 def _wait_for(condition: Callable[[], object], what: str, alive: Callable[[], bool], timeout_s: float = 300) -> None:

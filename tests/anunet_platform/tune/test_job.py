@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+from testkit import ingest_synthetic_ct
 
 from anunet_platform.tune import SearchConfig
 from testkit import running_mlflow_server
@@ -18,19 +19,7 @@ from anunet_core.vocabulary import DEPTHS
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
     """5 synthetic CT cases ingested at 64 px (4 train, 1 val... as the split gives)."""
-    import ray
-    from anunet_platform.ingest import IngestConfig, run_ingest
-
-    from anunet_core.synthetic import make_archive
-
-    root = tmp_path_factory.mktemp("tune-data")
-    make_archive(root / "archive", cases=5, modality="CT", fmt="nifti", seed=8, shape=(64, 64, 12))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        run_ingest(IngestConfig(source=root / "archive", out=root / "ds", organ="liver", modality="CT", size=64))
-    finally:
-        ray.shutdown()
-    return root / "ds"
+    return ingest_synthetic_ct(tmp_path_factory.mktemp("tune-data"), cases=5, shape=(64, 64, 12), size=64)
 
 
 class _Records(logging.Handler):
