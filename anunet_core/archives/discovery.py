@@ -373,7 +373,7 @@ class _Accounting:
             case = self.case_dirs.get(folder)
             if case is not None:
                 return f"in the folder of case {case.case_id} but neither its image nor its label"
-        if entry.kind == "nifti" and nifti_stem(entry.path.name) is not None:
+        if entry.kind == "nifti":
             return "another copy of a scan beside it (.nii and .nii.gz of one name)"
         return f"not part of any case of the {entry.kind} kind"
 

@@ -155,3 +155,26 @@ def assert_one_line_naming(exc: pytest.ExceptionInfo, path: Path) -> None:
     msg = str(exc.value)
     assert "\n" not in msg
     assert path.name in msg, msg
+
+
+#: SOP classes of DICOM objects that are not images.
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
+
+
+def write_non_image_dicom(path: Path, sop_class: str = BASIC_TEXT_SR, **attributes) -> Path:
+    """A valid Part 10 file of a non-image SOP class (no pixels), with ``attributes`` set."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(path)])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    if sop_class != MEDIA_STORAGE_DIRECTORY:
+        ds.SOPClassUID = sop_class
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -9,8 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 from archive_builders import assert_one_line
-from dicom_series import write_series
-from pydicom.dataset import FileDataset, FileMetaDataset
+from dicom_series import BASIC_TEXT_SR, write_non_image_dicom, write_series
 
 from anunet_core.archives import ArchiveError, discover_cases
 from anunet_core.archives.discovery import take_inventory
@@ -18,25 +17,9 @@ from anunet_core.archives.inventory import dicom_sop_class, list_entries
 from anunet_core.archives.printable import path_from_printable, printable_path
 from anunet_core.synthetic.nifti import save_nifti
 
-BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
-
-
 def nifti(path: Path, shape=(6, 5, 3)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_nifti(path, np.arange(np.prod(shape), dtype=np.int16).reshape(shape), np.eye(4))
-
-
-def non_image_dicom(path: Path, sop_class: str = BASIC_TEXT_SR) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[str(path.name)])
-    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def files_present(root: Path) -> int:
@@ -52,7 +35,7 @@ def mixed(tmp_path: Path) -> Path:
     nifti(root / "good.nii.gz")
     nifti(root / "truncated.nii.gz").write_bytes((root / "truncated.nii.gz").read_bytes()[:100])
     write_series(root / "site_b" / "patient 7", n=3)
-    non_image_dicom(root / "site_b" / "patient 7" / "report.dcm")  # an SR beside the slices
+    write_non_image_dicom(root / "site_b" / "patient 7" / "report.dcm")  # an SR beside the slices
     (root / "site_b" / "patient 7" / "slice_0099").write_bytes(b"")  # a zero-byte slice
     nifti(root / "deep" / "er" / "scan ü.nii")  # unicode and a space, two levels down
     nifti(root / os.fsdecode(b"latin1_\xe9t\xe9.nii.gz"))  # not UTF-8
@@ -60,7 +43,7 @@ def mixed(tmp_path: Path) -> Path:
     (root / "notes.txt").write_text("hello")
     (root / "empty.nii.gz").write_bytes(b"")
     (root / ".DS_Store").write_bytes(b"\0" * 64)
-    non_image_dicom(root / "reports" / "sr.dcm")
+    write_non_image_dicom(root / "reports" / "sr.dcm")
     os.mkfifo(root / "pipe")
     outside = nifti(tmp_path / "elsewhere" / "secret.nii.gz")
     os.symlink(outside, root / "link_out.nii.gz")
@@ -147,7 +130,7 @@ def test_printable_paths_are_lossless(name: str) -> None:
 
 
 def test_sop_class_is_read_from_the_file_meta_alone(tmp_path: Path) -> None:
-    sr = non_image_dicom(tmp_path / "sr.dcm")
+    sr = write_non_image_dicom(tmp_path / "sr.dcm")
     assert dicom_sop_class(sr.read_bytes()[:4096]) == BASIC_TEXT_SR
     image = write_series(tmp_path / "series", n=1)[0]["path"]
     assert dicom_sop_class(Path(image).read_bytes()[:4096]) == pydicom.dcmread(image).file_meta.MediaStorageSOPClassUID

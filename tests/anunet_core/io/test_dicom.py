@@ -8,6 +8,7 @@ import pytest
 from dicom_series import (
     AXIAL,
     CORONAL,
+    MEDIA_STORAGE_DIRECTORY,
     OBLIQUE,
     SAGITTAL,
     assert_one_line_naming,
@@ -15,9 +16,8 @@ from dicom_series import (
     slice_pixels,
     write_dicom_slice,
     write_series,
+    write_non_image_dicom,
 )
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from anunet_core.io import VolumeReadError, read_dicom_series
 
@@ -198,14 +198,7 @@ def test_dicom_non_dicom_and_non_image_files_skipped(tmp_path):
     (tmp_path / "s" / ".DS_Store").write_bytes(b"")  # hidden: ignored
     (tmp_path / "s" / "sub").mkdir()  # folders are ignored (not recursive)
     # A DICOMDIR-like object: valid DICOM file, Media Storage Directory SOP class, no pixels.
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.FileSetID = "TEST"
-    ds.save_as(tmp_path / "s" / "DICOMDIR", enforce_file_format=True)
+    write_non_image_dicom(tmp_path / "s" / "DICOMDIR", MEDIA_STORAGE_DIRECTORY, FileSetID="TEST")
     vol = read_dicom_series(tmp_path / "s")
     assert vol.shape == (4, 6, 3)
     np.testing.assert_array_equal(vol.array[:, :, 1], written[1]["pixels"].T)

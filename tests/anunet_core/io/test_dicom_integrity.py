@@ -20,9 +20,8 @@ from dicom_series import (
     slice_pixels,
     write_dicom_slice,
     write_series,
+    write_non_image_dicom,
 )
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from testkit import REAL_CT_DICOM, need_real_data
 
 from anunet_core.io import (
@@ -186,15 +185,7 @@ def test_hidden_and_non_image_files_are_still_skipped(tmp_path):
     (folder / "readme").write_bytes(b"")
     (folder / "Thumbs.db").write_bytes(b"\x00" * 10)
     # A valid non-image DICOM object: a Basic Text SR, no pixels.
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    sr = Dataset()
-    sr.file_meta = meta
-    sr.SOPClassUID = meta.MediaStorageSOPClassUID
-    sr.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.1"
-    sr.save_as(folder / "report.dcm", enforce_file_format=True)
+    write_non_image_dicom(folder / "report.dcm", SeriesInstanceUID="1.2.826.0.1.3680043.8.498.1")
     vol = read_dicom_series(folder)
     assert vol.shape == (4, 6, 3)
     np.testing.assert_array_equal(vol.array[:, :, 0], written[0]["pixels"].T)
