@@ -31,6 +31,8 @@ __all__ = [
     "MSD_LABELS",
     "ORGANS",
     "ORGAN_LABEL_VALUES",
+    "ORGAN_MAP_VALUES",
+    "ORGAN_SNOMED",
     "TOTALSEG_LABELS",
     "is_depth",
     "validate_depth",
@@ -79,6 +81,21 @@ ORGAN_LABEL_VALUES: Mapping[str, tuple[int, ...]] = MappingProxyType(
     }
 )
 """The paper's organs -> the TotalSegmentator label values that make up each."""
+
+ORGAN_MAP_VALUES: Mapping[str, int] = MappingProxyType({organ: n for n, organ in enumerate(ORGANS, start=1)})
+"""The value of each organ in a segmentation label map the segment job writes (liver 1,
+spleen 2, kidney 3; 0 is background), whichever organs a run segments: label maps of
+different runs compare value for value."""
+
+ORGAN_SNOMED: Mapping[str, tuple[str, str, str]] = MappingProxyType(
+    {
+        "liver": ("10200004", "SCT", "Liver"),
+        "spleen": ("78961009", "SCT", "Spleen"),
+        "kidney": ("64033007", "SCT", "Kidney"),
+    }
+)
+"""Each organ's SNOMED CT concept ``(code value, coding scheme, meaning)``: the segmented
+property type of its DICOM SEG segment (category: ``123037004`` SCT "Anatomical Structure")."""
 
 LITS_LABELS: Mapping[str, int] = MappingProxyType({"liver": 1, "liver_tumor": 2})
 """LiTS segmentation values (the tumour lies inside the liver; no other organ is labelled)."""
