@@ -33,12 +33,18 @@ Recipe (``PREPROCESSING_VERSION``; change the version string whenever any step c
 :func:`restore_mask` resizes probabilities back bilinearly to ``(rows, cols)``, thresholds
 them (``p > threshold``, 0.5 by default, the same rule as :mod:`anunet_core.metrics`), and
 undoes steps 3 and 2, giving a uint8 mask on the original voxel grid.
+
+:func:`restore_label_map` does the same for several organs at once, giving one label map:
+each organ's probabilities are resized and thresholded exactly as :func:`restore_mask` does,
+and a voxel above the threshold for several organs goes to the one with the highest resized
+probability (ties: the organ listed first). :func:`label_slices` applies the same rule in the
+model's view, without resizing (for previews).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -60,10 +66,12 @@ __all__ = [
     "MR_PERCENTILES",
     "OUTPUT_RANGE",
     "PREPROCESSING_VERSION",
+    "label_slices",
     "label_to_mask",
     "normalize_intensity",
     "preprocess_label",
     "preprocess_volume",
+    "restore_label_map",
     "restore_mask",
 ]
 
@@ -163,6 +171,81 @@ def _resize_nearest(slices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(slices[:, rows[:, None], cols[None, :]])
 
 
+def _check_probability_range(lo: float, hi: float, what: str) -> None:
+    """``ValueError`` unless ``[lo, hi]`` lies in ``[0, 1]`` (1e-6 slack for float rounding)."""
+    if lo < -1e-6 or hi > 1 + 1e-6 or math.isnan(lo) or math.isnan(hi):
+        raise ValueError(
+            f"{what} must be probabilities in [0, 1], got range [{lo:.3g}, {hi:.3g}] "
+            "(logits? apply a sigmoid first)"
+        )
+
+
+def _label_view(
+    probs: np.ndarray, shape: tuple[int, int], values: Sequence[int], threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(O, K, H, W)`` probabilities -> ``(label slices (K, *shape) uint8, overlap (O,) int64,
+    lost (O,) int64)``: each organ resized bilinearly to ``shape`` and thresholded
+    (``p > threshold``); a pixel above it for several organs goes to the highest resized
+    probability, ties to the organ listed first. ``_CHUNK`` slices at a time: one resized
+    float32 chunk per organ at most, never a full-size float volume."""
+    num_organs, k = probs.shape[:2]
+    labels = np.empty((k, *shape), dtype=np.uint8)
+    overlap = np.zeros(num_organs, dtype=np.int64)
+    lost = np.zeros(num_organs, dtype=np.int64)
+    for start in range(0, k, _CHUNK):
+        label = labels[start : start + _CHUNK]
+        best = None  # highest resized probability so far (may be the caller's array: never written)
+        above = []
+        for value, organ_probs in zip(values, probs):
+            resized = _resize_bilinear(organ_probs[start : start + _CHUNK], shape)
+            hit = resized > threshold
+            if best is None:
+                np.multiply(hit, np.uint8(value), out=label)
+                best = resized
+            else:
+                # strictly higher: a tie stays with the organ listed first
+                label[hit & (resized > best)] = value
+                best = np.maximum(best, resized)
+            if num_organs > 1:
+                above.append(hit)
+        if num_organs > 1:
+            count = np.zeros(label.shape, dtype=np.uint8)
+            for hit in above:
+                count += hit
+            shared = count > 1
+            for o, (value, hit) in enumerate(zip(values, above)):
+                overlap[o] += np.count_nonzero(hit & shared)
+                lost[o] += np.count_nonzero(hit & (label != value))
+    return labels, overlap, lost
+
+
+def _organ_probabilities(
+    probabilities: np.ndarray | torch.Tensor, values: Sequence[int]
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Checked ``(O, K, H, W)`` probabilities (a NumPy array) and their ``O`` label values."""
+    if isinstance(probabilities, torch.Tensor):
+        probabilities = probabilities.detach().to("cpu", torch.float32).numpy()
+    probs = np.asarray(probabilities)
+    if probs.ndim != 4 or probs.shape[0] < 1:
+        raise ValueError(f"probabilities must be (O, K, S, S) with O >= 1 organs, got shape {probs.shape}")
+    if not (np.issubdtype(probs.dtype, np.floating) or np.issubdtype(probs.dtype, np.integer)
+            or probs.dtype == np.bool_):
+        raise ValueError(f"probabilities must be numbers, got dtype {probs.dtype}")
+    values = tuple(values)
+    if len(values) != probs.shape[0]:
+        raise ValueError(f"values must give one label value per organ ({probs.shape[0]}), got {values!r}")
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 1 <= v <= 255 for v in values):
+        raise ValueError(f"label values must be integers in 1..255, got {values!r}")
+    values = tuple(int(v) for v in values)
+    if len(set(values)) != len(values):
+        raise ValueError(f"label values must be distinct, got {values!r}")
+    if probs.size:
+        lows, highs = probs.min(axis=(1, 2, 3)), probs.max(axis=(1, 2, 3))  # NaN shows as NaN
+        for value, lo, hi in zip(values, lows, highs):
+            _check_probability_range(float(lo), float(hi), f"the slices of label value {value}")
+    return probs, values
+
+
 # ----------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------
@@ -258,19 +341,65 @@ def restore_mask(
         raise ValueError(f"slices shape {probs.shape} differs from expected {expected}")
     probs = probs.astype(np.float32, copy=False)
     if probs.size:
-        lo, hi = float(np.nanmin(probs)), float(np.nanmax(probs))
-        if lo < -1e-6 or hi > 1 + 1e-6 or math.isnan(lo):
-            raise ValueError(
-                f"slices must be probabilities in [0, 1], got range [{lo:.3g}, {hi:.3g}] "
-                "(logits? apply a sigmoid first)"
-            )
-    rows, cols = geometry.inplane_shape
-    mask = np.empty((probs.shape[0], rows, cols), dtype=np.uint8)
-    for start in range(0, probs.shape[0], _CHUNK):
-        resized = _resize_bilinear(probs[start : start + _CHUNK], (rows, cols))
-        mask[start : start + _CHUNK] = resized > threshold
+        # NaN pixels among valid probabilities read as background; all-NaN slices are refused
+        _check_probability_range(float(np.nanmin(probs)), float(np.nanmax(probs)), "slices")
+    mask, _, _ = _label_view(probs[None], geometry.inplane_shape, (1,), threshold)
     out = _from_view(mask, np.array(geometry.ornt, dtype=float))
     return np.ascontiguousarray(out)
+
+
+def restore_label_map(
+    probabilities: np.ndarray | torch.Tensor,
+    geometry: SliceGeometry,
+    values: Sequence[int],
+    threshold: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Several organs' model output slices -> one uint8 label map on the source voxel grid.
+
+    Each organ's probabilities are resized back and thresholded exactly as
+    :func:`restore_mask` does; a voxel above the threshold for one organ gets that organ's
+    value, a voxel above it for several organs gets the value of the organ with the highest
+    resized probability (ties: the organ listed first), every other voxel 0. With one organ
+    the label map is ``restore_mask(probabilities[0], geometry, threshold) * values[0]``.
+    Works ``_CHUNK`` slices at a time (no full-size float volume per organ).
+
+    Args:
+        probabilities: ``(O, K, size, size)`` for ``O`` organs, values in [0, 1] (apply the
+            sigmoid to logits first).
+        geometry: from :func:`preprocess_volume` of the same volume.
+        values: the ``O`` organs' label values, in the order of ``probabilities``: distinct
+            integers in 1..255 (e.g. :data:`anunet_core.vocabulary.ORGAN_MAP_VALUES`).
+        threshold: an organ is present where ``p > threshold`` after resizing back. Default 0.5.
+
+    Returns:
+        ``(label_map, overlap, lost)``: ``label_map`` uint8 of shape ``geometry.original_shape``
+        ``(I, J, K0)`` in the source axis order (ready for :func:`anunet_core.io.write_mask`);
+        ``overlap`` int64 ``(O,)``: voxels where organ ``o`` was above the threshold together
+        with at least one other organ; ``lost`` int64 ``(O,)``: of those, the voxels another
+        organ won.
+    """
+    probs, values = _organ_probabilities(probabilities, values)
+    expected = (len(values), geometry.num_slices, geometry.size, geometry.size)
+    if probs.shape != expected:
+        raise ValueError(f"probabilities shape {probs.shape} differs from expected {expected}")
+    labels, overlap, lost = _label_view(probs, geometry.inplane_shape, values, threshold)
+    out = _from_view(labels, np.array(geometry.ornt, dtype=float))
+    return np.ascontiguousarray(out), overlap, lost
+
+
+def label_slices(
+    probabilities: np.ndarray | torch.Tensor, values: Sequence[int], threshold: float = 0.5
+) -> np.ndarray:
+    """Several organs' probabilities -> uint8 label slices ``(K, S, S)`` in the model's view.
+
+    The rule of :func:`restore_label_map` (``p > threshold``; the highest probability wins a
+    pixel claimed by several organs, ties go to the organ listed first) without resizing back:
+    what a preview shows. ``probabilities`` is ``(O, K, S, S)`` in [0, 1]; ``values`` the
+    ``O`` distinct label values in 1..255; ``threshold`` defaults to 0.5.
+    """
+    probs, values = _organ_probabilities(probabilities, values)
+    labels, _, _ = _label_view(probs, probs.shape[2:], values, threshold)
+    return labels
 
 
 def label_to_mask(label_array: np.ndarray, label_values: Iterable[int]) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import nibabel as nib
 import numpy as np
@@ -15,14 +16,16 @@ from anunet_core.preprocessing import (
     MR_PERCENTILES,
     OUTPUT_RANGE,
     PREPROCESSING_VERSION,
+    label_slices,
     label_to_mask,
     normalize_intensity,
     preprocess_label,
     preprocess_volume,
+    restore_label_map,
     restore_mask,
 )
 from anunet_core.io import SliceGeometry, Volume, align_label_to_image
-from anunet_core.vocabulary import ORGANS, validate_organ
+from anunet_core.vocabulary import ORGAN_MAP_VALUES, ORGANS, validate_organ
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -302,6 +305,176 @@ def test_label_to_mask_and_organs_validation():
     assert validate_organ(" Liver ") == "liver"
     with pytest.raises(ValueError, match="organ"):
         validate_organ("pancreas")
+
+
+# ----------------------------------------------------------------------------------------------
+# Several organs: one label map
+# ----------------------------------------------------------------------------------------------
+
+# (source shape, affine name, model size): square and non-square in-plane shapes, flipped and
+# permuted storage orders, up- and down-sampling, and more slices than one chunk (70 > 64).
+LABEL_MAP_GEOMETRIES = [
+    ((20, 12, 5), "ras", 16),
+    ((20, 12, 5), "dicom-lps", 8),
+    ((9, 70, 7), "coronal", 12),
+    ((14, 10, 4), "las", 14),
+    ((18, 18, 3), "oblique-lps", 18),
+    ((11, 13, 70), "dicom-lps", 6),
+]
+
+
+def _geometry(shape, name: str, size: int) -> SliceGeometry:
+    return preprocess_volume(_zeros(shape, ORIENTED_AFFINES[name]), size)[1]
+
+
+def _smooth_probabilities(shape, seed: int) -> np.ndarray:
+    """Blobby probabilities in [0, 1] (many values near the threshold after resizing)."""
+    coarse = torch.from_numpy(np.random.default_rng(seed).random((shape[0], 1, 3, 3), dtype=np.float32))
+    fine = torch.nn.functional.interpolate(coarse, size=tuple(shape[1:]), mode="bilinear", align_corners=False)
+    return fine[:, 0].numpy()
+
+
+@pytest.mark.parametrize("organ", ORGANS)
+@pytest.mark.parametrize("shape, name, size", LABEL_MAP_GEOMETRIES)
+def test_one_organ_label_map_is_restore_mask_times_its_value(organ, shape, name, size):
+    geometry = _geometry(shape, name, size)
+    probs = _smooth_probabilities((geometry.num_slices, size, size), seed=size)
+    value = ORGAN_MAP_VALUES[organ]
+    expected = restore_mask(probs, geometry) * np.uint8(value)
+    assert expected.dtype == np.uint8 and 0 < np.count_nonzero(expected) < expected.size
+    half = probs[None].astype(np.float16)  # the segment job's stored dtype, read-only as decoded
+    half.flags.writeable = False
+    np.testing.assert_array_equal(restore_label_map(half, geometry, [value])[0],
+                                  restore_mask(half[0], geometry) * np.uint8(value))
+    for given in (probs[None], probs[None].astype(np.float64), torch.from_numpy(probs[None])):
+        label_map, overlap, lost = restore_label_map(given, geometry, [value])
+        assert label_map.dtype == np.uint8 and label_map.shape == shape and label_map.flags.c_contiguous
+        np.testing.assert_array_equal(label_map, expected)
+        assert overlap.dtype == lost.dtype == np.int64 and overlap.tolist() == lost.tolist() == [0]
+    high = restore_label_map(probs[None], geometry, [value], threshold=0.7)[0]
+    np.testing.assert_array_equal(high, restore_mask(probs, geometry, threshold=0.7) * np.uint8(value))
+
+
+@pytest.mark.parametrize("shape, name, size", LABEL_MAP_GEOMETRIES)
+def test_label_map_of_three_organs_agrees_with_each_organs_mask(shape, name, size):
+    geometry = _geometry(shape, name, size)
+    values = [ORGAN_MAP_VALUES[organ] for organ in ORGANS]
+    probs = np.stack([_smooth_probabilities((geometry.num_slices, size, size), seed=n) for n in range(3)])
+    label_map, overlap, lost = restore_label_map(probs, geometry, values)
+    masks = np.stack([restore_mask(p, geometry).astype(bool) for p in probs])
+    claims = masks.sum(axis=0)
+    assert (claims > 1).any() and (claims == 1).any(), "the case must have overlaps and sole claims"
+    np.testing.assert_array_equal(label_map[claims == 0], 0)
+    sole = claims == 1
+    np.testing.assert_array_equal(label_map[sole], np.array(values, np.uint8)[np.argmax(masks, axis=0)][sole])
+    for o, value in enumerate(values):
+        assert not (label_map == value)[~masks[o]].any(), "a voxel only goes to an organ that claims it"
+        assert overlap[o] == np.count_nonzero(masks[o] & (claims > 1))
+        assert lost[o] == np.count_nonzero(masks[o] & (label_map != value))
+    assert lost.sum() == (claims - 1).clip(0).sum()  # each shared voxel: all claimants but one lose it
+
+
+def _ruled_probabilities():
+    """Five pixels of one slice, one column each (liver, spleen, kidney): the winner rule by hand."""
+    return np.array(
+        [
+            # a: liver only, b: spleen beats liver, c: spleen ties kidney, d: 0.5 is not above, e: all three
+            [0.9, 0.6, 0.0, 0.5, 0.9],
+            [0.1, 0.8, 0.7, 0.5, 0.95],
+            [0.2, 0.0, 0.7, 0.5, 0.6],
+        ],
+        np.float32,
+    )
+
+
+@pytest.mark.parametrize("order", [ORGANS, ORGANS[::-1], ("kidney", "liver", "spleen"), ("spleen", "kidney", "liver")])
+def test_winner_rule_overlap_and_lost_by_hand(order):
+    per_organ = dict(zip(ORGANS, _ruled_probabilities()))
+    probs = np.stack([per_organ[organ] for organ in order])[:, None, None, :]  # (3, K=1, 1, 5)
+    values = [ORGAN_MAP_VALUES[organ] for organ in order]
+    tie = "spleen" if order.index("spleen") < order.index("kidney") else "kidney"
+    winners = ["liver", "spleen", tie, None, "spleen"]
+    expected = [ORGAN_MAP_VALUES[w] if w else 0 for w in winners]
+    np.testing.assert_array_equal(label_slices(probs, values), [[expected]])
+    overlap = {"liver": 2, "spleen": 3, "kidney": 2}  # b, e / b, c, e / c, e
+    lost = {"liver": 2, "spleen": int(tie == "kidney"), "kidney": 2 if tie == "spleen" else 1}  # e always
+    # The same on the source grid: a 5 x 5 x 1 scan at native size (restoring only reorients),
+    # each of its 5 rows the five pixels.
+    geometry = _geometry((5, 5, 1), "ras", 5)
+    label_map, got_overlap, got_lost = restore_label_map(np.repeat(probs, 5, axis=2), geometry, values)
+    np.testing.assert_array_equal(preprocess_label(label_map, geometry), np.repeat([[expected]], 5, axis=1))
+    np.testing.assert_array_equal(got_overlap, [5 * overlap[organ] for organ in order])
+    np.testing.assert_array_equal(got_lost, [5 * lost[organ] for organ in order])
+
+
+@pytest.mark.parametrize("organ", ORGANS)
+def test_label_slices_is_the_label_map_in_the_model_view(organ):
+    geometry = _geometry((16, 16, 70), "dicom-lps", 16)  # native size: restoring is reorienting only
+    probs = np.stack([_smooth_probabilities((70, 16, 16), seed=n) for n in range(3)])
+    before = probs.copy()
+    first = ORGANS.index(organ)  # each organ listed first in turn
+    order = [first, *(n for n in range(3) if n != first)]
+    values = [ORGAN_MAP_VALUES[ORGANS[n]] for n in order]
+    view = label_slices(probs[order], values)
+    assert view.dtype == np.uint8 and view.shape == (70, 16, 16)
+    label_map, _, _ = restore_label_map(probs[order], geometry, values)
+    np.testing.assert_array_equal(preprocess_label(label_map, geometry), view)
+    np.testing.assert_array_equal(probs, before)  # the caller's probabilities are never written
+
+
+@pytest.mark.parametrize(
+    "probs_shape, values, message",
+    [
+        ((3, 5, 8, 8), (1, 2, 3), "differs from expected"),  # 5 slices, the geometry has 3
+        ((3, 3, 8, 4), (1, 2, 3), "differs from expected"),
+        ((3, 8, 8), (1, 2, 3), "must be \\(O, K, S, S\\)"),
+        ((0, 3, 8, 8), (), "must be \\(O, K, S, S\\)"),
+        ((2, 3, 8, 8), (1, 2, 3), "one label value per organ \\(2\\)"),
+        ((2, 3, 8, 8), (1, 0), "integers in 1..255, got \\(1, 0\\)"),
+        ((2, 3, 8, 8), (1, 256), "integers in 1..255"),
+        ((2, 3, 8, 8), (1, 2.0), "integers in 1..255"),
+        ((2, 3, 8, 8), (True, 2), "integers in 1..255"),
+        ((2, 3, 8, 8), (3, 3), "distinct, got \\(3, 3\\)"),
+    ],
+)
+def test_restore_label_map_rejects_bad_shapes_and_values(probs_shape, values, message):
+    geometry = _geometry((8, 8, 3), "ras", 8)
+    with pytest.raises(ValueError, match=message):
+        restore_label_map(np.zeros(probs_shape, np.float32), geometry, values)
+    if "expected" not in message:
+        with pytest.raises(ValueError, match=message):
+            label_slices(np.zeros(probs_shape, np.float32), values)
+
+
+@pytest.mark.parametrize("bad, shown", [(3.0, "3"), (-0.5, "-0.5"), (np.nan, "nan")])
+@pytest.mark.parametrize("organ", ORGANS)
+def test_restore_label_map_rejects_values_outside_0_1(organ, bad, shown):
+    geometry = _geometry((8, 8, 3), "ras", 8)
+    probs = np.full((3, 3, 8, 8), 0.25, np.float32)
+    probs[ORGANS.index(organ), 1, 2, 3] = bad
+    values = [ORGAN_MAP_VALUES[o] for o in ORGANS]
+    value = ORGAN_MAP_VALUES[organ]
+    message = f"slices of label value {value} must be probabilities in \\[0, 1\\], got range .*{shown}.*logits"
+    with pytest.raises(ValueError, match=message):
+        restore_label_map(probs, geometry, values)
+    with pytest.raises(ValueError, match="logits"):
+        label_slices(probs, values)
+    with pytest.raises(ValueError, match="must be numbers"):
+        label_slices(np.zeros((1, 1, 2, 2), dtype="<U1"), [1])
+
+
+def test_restore_label_map_holds_no_full_size_float_volume():
+    geometry = _geometry((128, 128, 320), "ras", 64)  # 5 chunks of 64 slices
+    probs = np.stack([_smooth_probabilities((320, 64, 64), seed=n) for n in range(3)])
+    full_float = 128 * 128 * 320 * 4  # one organ's probabilities on the source grid (21 MB)
+    tracemalloc.start()
+    try:
+        label_map, _, _ = restore_label_map(probs, geometry, [1, 2, 3])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert label_map.shape == (128, 128, 320)
+    assert peak < 1.5 * full_float, f"peak {peak / 1e6:.1f} MB"
 
 
 # ----------------------------------------------------------------------------------------------
