@@ -6,8 +6,11 @@ One concept per module (README "Architecture" has the whole tree):
 - ``errors``: the one formatter of error reasons (:func:`~anunet_core.errors.one_line`);
 - ``model`` (ANU-Net and pruning), ``inference`` (the deployment fast path), ``loss`` (the
   hybrid loss of Eq. 8), ``metrics`` (Eq. 9-12 and surface distances), ``augmentation``;
-- ``io`` (volumes, NIfTI, DICOM series, label alignment, atomic writes), ``archives`` (every
-  archive layout), ``preprocessing`` (shared by training and inference), ``preview``;
+- ``io`` (volumes, NIfTI, DICOM series, DICOM SEG, label alignment, atomic writes),
+  ``archives`` (every archive layout), ``preprocessing`` (shared by training and inference;
+  one organ's mask or several organs' label map back on the scan), ``postprocessing`` (each
+  organ's largest components), ``statistics`` (organ volume, intensity, position, field-of-view
+  cut), ``preview``;
 - ``synthetic`` (phantom archives for demos and tests).
 
 ``from anunet_core import ANUNet, prune, HybridLoss`` works as always; the names load their

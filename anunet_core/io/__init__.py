@@ -9,6 +9,10 @@ One concept per module:
   :func:`read_mask_description` reads back);
 - ``dicom``: one DICOM series in (:func:`read_dicom_series`), the slice-order rule and the
   DICOM sniffing rules (:func:`has_dicom_preamble`, :func:`might_be_dicom_slice`);
+- ``dicom_seg``: one DICOM Segmentation per DICOM case (:func:`write_dicom_seg`, one
+  :class:`SegSegment` per organ; :func:`read_dicom_seg` back onto the source grid; the source
+  headers as JSON between job stages: :func:`encode_source_headers`,
+  :func:`decode_source_headers`; :class:`DicomSegError`);
 - ``labels``: :func:`align_label_to_image`, a label grid onto its image's, exactly;
 - ``read``: :func:`read_volume`, whichever the scan is stored as;
 - ``lock``: :func:`output_lock`, one run at a time per output (a lease a dead run's successor
@@ -29,6 +33,14 @@ from anunet_core.io.dicom import (
     might_be_dicom_slice,
     read_dicom_series,
     slice_order,
+)
+from anunet_core.io.dicom_seg import (
+    DicomSegError,
+    SegSegment,
+    decode_source_headers,
+    encode_source_headers,
+    read_dicom_seg,
+    write_dicom_seg,
 )
 from anunet_core.io.geometry import SliceGeometry
 from anunet_core.io.labels import align_label_to_image
@@ -54,19 +66,24 @@ from anunet_core.io.volume import (
 
 __all__ = [
     "DEFAULT_MAX_VOXELS",
+    "DicomSegError",
     "LabelMismatchError",
     "OutputLocked",
+    "SegSegment",
     "SliceGeometry",
     "Volume",
     "VolumeReadError",
     "VolumeTooLarge",
     "align_label_to_image",
     "check_voxel_count",
+    "decode_source_headers",
+    "encode_source_headers",
     "has_dicom_preamble",
     "is_image_sop_class",
     "is_nifti_name",
     "might_be_dicom_slice",
     "output_lock",
+    "read_dicom_seg",
     "read_dicom_series",
     "read_label_nifti",
     "read_mask_description",
@@ -77,6 +94,7 @@ __all__ = [
     "spacing_mm",
     "voxel_volume_ml",
     "write_atomic",
+    "write_dicom_seg",
     "write_folder_atomic",
     "write_json_atomic",
     "write_mask",

@@ -28,9 +28,10 @@ The reader runs in these steps, one function each: group the folder's files by s
 cap from Rows x Columns x slices (:func:`~anunet_core.io.volume.check_voxel_count`), sort
 them and check their spacing (:func:`slice_order`, :func:`_slice_step`), check no slice is
 missing by number (:func:`_check_instance_numbers`), build the affine
-(:func:`_series_affine`), and only then decode the pixels. The CHAOS ground-truth reader
-places its PNGs with the same :func:`slice_order`, so labels can never be ordered
-differently from the images.
+(:func:`_series_affine`), and only then decode the pixels (each slice's header, its pixels
+removed, is kept in order as ``Volume.dicom_headers``, for a DICOM SEG). The CHAOS
+ground-truth reader places its PNGs with the same :func:`slice_order`, so labels can never be
+ordered differently from the images.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
 
 from anunet_core.errors import one_line
 from anunet_core.io.volume import (
@@ -58,6 +60,7 @@ __all__ = [
     "LPS_TO_RAS",
     "NOT_DICOM_NAMES",
     "NOT_DICOM_SUFFIXES",
+    "PREFERRED_DECODER",
     "has_dicom_preamble",
     "is_image_sop_class",
     "might_be_dicom_slice",
@@ -81,6 +84,14 @@ _SLICE_GAP_RTOL = 0.01
 # states, RT structure sets... Everything whose SOP class name says "Image Storage", or whose
 # SOP class is unknown, is treated as an image (and then must be complete).
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+#: The pydicom decoder plugin that decodes compressed pixel data whenever it supports the
+#: transfer syntax: pylibjpeg, the project's runtime dependency (with pylibjpeg-libjpeg: JPEG
+#: baseline, extended and lossless, JPEG-LS; with pylibjpeg-openjpeg: JPEG 2000). So what
+#: decodes a series does not depend on what else is installed, and never python-gdcm, which
+#: pydicom tries first when present and which aborts the whole process on a corrupt codestream.
+#: Other syntaxes (RLE, deflate) use pydicom's own plugins.
+PREFERRED_DECODER = "pylibjpeg"
 
 #: Name endings (lower case) of files that are never DICOM slices: not opened in a series
 #: folder, nor while looking for DICOM.
@@ -530,8 +541,16 @@ def read_dicom_series(
     :data:`~anunet_core.io.volume.DEFAULT_MAX_VOXELS`.
 
     Intensities: ``pixel_array * RescaleSlope + RescaleIntercept`` per slice, float32 (HU for
-    CT). Modality: the Modality tag when ``modality`` is None (CT/MR only). ``case_id``
-    defaults to the folder's name. See the module docstring for the axis order and affine.
+    CT). Compressed pixel data (JPEG Lossless, JPEG-LS, JPEG 2000...) is decoded by pylibjpeg
+    (:data:`PREFERRED_DECODER`) when it is installed for the transfer syntax, else by the
+    plugin pydicom picks (RLE: pydicom's own); no decoder, or a corrupt codestream:
+    ``"{file}: unreadable slice (cannot decode pixel data with transfer syntax ...)"``.
+    Modality: the Modality tag when ``modality`` is None (CT/MR only). ``case_id`` defaults to
+    the folder's name. See the module docstring for the axis order and affine.
+
+    The returned Volume's ``dicom_headers`` are the slices' datasets in ``k`` order with
+    ``PixelData`` deleted once decoded (the headers as read: no file is read twice; an element
+    over 64 KB other than the pixels stays deferred, read from its file when accessed).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -553,13 +572,32 @@ def read_dicom_series(
     array = np.empty((ref.cols, ref.rows, len(slices)), dtype=np.float32)
     for k, sl in enumerate(slices):
         array[:, :, k] = _decode_slice(sl).T
-    return Volume(array, affine, mod, case_id or folder.resolve().name)
+        del sl.ds.PixelData  # the header stays (for a DICOM SEG); the pixels are in ``array``
+    headers = tuple(sl.ds for sl in slices)
+    return Volume(array, affine, mod, case_id or folder.resolve().name, dicom_headers=headers)
+
+
+def _prefer_decoder(ds: pydicom.Dataset) -> None:
+    """Decode ``ds``'s pixels with :data:`PREFERRED_DECODER` when its transfer syntax is
+    compressed and that plugin is installed for it; else pydicom picks (and reports)."""
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    if syntax is None:
+        return
+    try:
+        if not pydicom.uid.UID(str(syntax)).is_compressed:
+            return
+        decoder = get_decoder(str(syntax))
+    except (ValueError, NotImplementedError):  # a syntax pydicom does not know: pixel_array says so
+        return
+    if PREFERRED_DECODER in decoder.available_plugins:
+        ds.pixel_array_options(decoding_plugin=PREFERRED_DECODER)
 
 
 def _decode_slice(sl: _Slice) -> np.ndarray:
     """Pixel data of one slice with the modality rescale applied, float32 (rows, cols)."""
     ds = sl.ds
     try:
+        _prefer_decoder(ds)
         pixels = ds.pixel_array
     except Exception as exc:  # missing decoder, corrupt or truncated pixel data...
         ts = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")

@@ -21,7 +21,7 @@ Conventions (one rule each, used by every reader of :mod:`anunet_core.io`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nibabel as nib
 import numpy as np
@@ -109,6 +109,11 @@ class Volume:
             convention).
         modality: ``"CT"`` or ``"MR"``.
         case_id: the file or folder name (never patient-identifying header fields).
+        dicom_headers: for a scan read from a DICOM series only (set by
+            :func:`~anunet_core.io.dicom.read_dicom_series`), the source slices' pydicom
+            datasets in ``k`` order, one per slice, ``PixelData`` removed: what a DICOM SEG needs
+            to reference the series (:mod:`anunet_core.io.dicom_seg`). They hold the patient's
+            identifying fields: never log them. None otherwise (default); not in the repr.
 
     ``spacing`` is the voxel size in mm per array axis (the norms of the affine's columns).
     """
@@ -117,6 +122,7 @@ class Volume:
     affine: np.ndarray
     modality: str
     case_id: str
+    dicom_headers: tuple | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         array = np.asarray(self.array)
@@ -133,8 +139,17 @@ class Volume:
             raise ValueError("Volume.affine is singular (a zero voxel size?)")
         if not isinstance(self.case_id, str) or not self.case_id:
             raise ValueError(f"Volume.case_id must be a non-empty string, got {self.case_id!r}")
+        headers = self.dicom_headers
+        if headers is not None:
+            headers = tuple(headers)
+            if len(headers) != array.shape[2]:
+                raise ValueError(
+                    f"Volume.dicom_headers must have one header per slice ({array.shape[2]}), "
+                    f"got {len(headers)}"
+                )
         object.__setattr__(self, "array", array)
         object.__setattr__(self, "affine", affine)
+        object.__setattr__(self, "dicom_headers", headers)
         object.__setattr__(self, "modality", validate_modality(self.modality))
 
     @property

@@ -49,7 +49,10 @@ def write_dicom_slice(
     modality: str = "CT",
     transfer_syntax: str = ExplicitVRLittleEndian,
     thickness: float | None = 2.5,
+    attributes: dict | None = None,
 ) -> Path:
+    """One slice: ``pixels`` (rows, cols) as signed 16 bit; ``attributes`` (keyword -> value) are
+    set last (e.g. FrameOfReferenceUID, or an attribute set to None)."""
     sop_class = MRImageStorage if modality == "MR" else CTImageStorage
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
@@ -87,6 +90,8 @@ def write_dicom_slice(
         ds.PixelData = encapsulate([b"\xff\x4f\xff\x51 not a real codestream" * 4])
         ds["PixelData"].VR = "OB"
         ds["PixelData"].is_undefined_length = True
+    for keyword, value in (attributes or {}).items():
+        setattr(ds, keyword, value)
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -178,3 +183,86 @@ def write_non_image_dicom(path: Path, sop_class: str = BASIC_TEXT_SR, **attribut
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# A series in any orientation, and compressed copies of a series
+# ----------------------------------------------------------------------------------------------
+
+
+def write_oriented_series(
+    folder: Path,
+    image: np.ndarray,
+    affine: np.ndarray,
+    axcodes: tuple[str, str, str],
+    *,
+    series_uid: str = "1.2.826.0.1.3680043.8.498.1",
+    frame_of_reference: str = "1.2.826.0.1.3680043.8.498.2",
+    seed: int = 0,
+    attributes: dict | None = None,
+) -> np.ndarray:
+    """Write ``image`` (``(I, J, K)`` on the RAS ``affine``) as a series stored on the same
+    voxels, reoriented to the axis codes ``axcodes`` (nibabel's, e.g. ``("L", "A", "I")``).
+
+    The stored grid's axes are (along a row, down a column, slice k); slice k is written with
+    InstanceNumber k + 1 under a shuffled file name, its pixels ``stored[:, :, k].T`` as signed
+    16 bit. So ``("L", "P", "S")`` is a scanner's axial series (ImageOrientationPatient
+    ``1,0,0,0,1,0``), ``("L", "A", "I")`` its A/P mirror (``1,0,0,0,-1,0``), ``("P", "L", "I")``
+    a 90-degree in-plane rotation (``0,1,0,1,0,0``), ``("L", "P", "I")`` the axial series with
+    its slices numbered from the top, ``("P", "I", "R")`` sagittal, ``("L", "I", "P")`` coronal.
+    ``attributes`` are set on every slice (:func:`write_dicom_slice`). Returns the stored grid's
+    affine (voxel -> RAS mm).
+    """
+    import nibabel.orientations as ornt
+
+    transform = ornt.ornt_transform(ornt.io_orientation(affine), ornt.axcodes2ornt(axcodes))
+    stored = ornt.apply_orientation(np.asarray(image), transform)
+    grid = np.asarray(affine, float) @ ornt.inv_ornt_aff(transform, np.asarray(image).shape)
+    lps = LPS_TO_RAS @ grid
+    dx, dy, dz = (float(np.linalg.norm(lps[:3, a])) for a in range(3))
+    iop = (*(lps[:3, 0] / dx), *(lps[:3, 1] / dy))
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"slice{idx:03d}.dcm" for idx in range(stored.shape[2])]
+    random.Random(seed).shuffle(names)
+    for k in range(stored.shape[2]):
+        write_dicom_slice(
+            folder / names[k],
+            ipp=(lps @ np.array([0.0, 0.0, k, 1.0]))[:3],
+            iop=iop,
+            pixel_spacing=(dy, dx),
+            pixels=np.ascontiguousarray(stored[:, :, k].T),
+            series_uid=series_uid,
+            instance=k + 1,
+            thickness=dz,
+            attributes={"FrameOfReferenceUID": frame_of_reference, **(attributes or {})},
+        )
+    return grid
+
+
+def compress_slice(src: Path, dst: Path, transfer_syntax: str, encoder: str, **options) -> Path:
+    """Re-encode one DICOM file with a real encoder: ``"gdcm"`` (python-gdcm's
+    ImageChangeTransferSyntax) or a pydicom encoding plugin (``"pyjpegls"``, ``"pylibjpeg"``,
+    ``"pydicom"``; ``options`` go to ``Dataset.compress``, e.g. ``j2k_cr=[20]``). The SOP
+    Instance UID is kept."""
+    import pydicom
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if encoder == "gdcm":
+        gdcm = pytest.importorskip("gdcm")
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(src))
+        assert reader.Read(), src
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(transfer_syntax)))
+        change.SetInput(reader.GetImage())
+        assert change.Change(), f"gdcm cannot encode {transfer_syntax}"
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(dst))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        assert writer.Write(), dst
+    else:
+        ds = pydicom.dcmread(src)
+        ds.compress(transfer_syntax, encoding_plugin=encoder, generate_instance_uid=False, **options)
+        ds.save_as(dst, enforce_file_format=True)
+    return dst
