@@ -29,6 +29,8 @@ from anunet_platform.evaluate import run_evaluate
 from anunet_platform.ingest import IngestConfig
 from anunet_platform.logs import configure_job_logging
 from anunet_platform.segment import SegmentConfig
+from anunet_platform.segment.config import OUTPUT_FORMATS, parse_output_formats
+from anunet_platform.selection import POSTPROCESS_MODES
 from anunet_platform.train import TrainConfig
 from anunet_platform.tune import SEARCH_SPACE, SEARCHERS, SearchConfig
 
@@ -286,6 +288,13 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _output_formats(value: str) -> tuple[str, ...]:
+    try:
+        return parse_output_formats(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--output-format ")) from None
+
+
 def segment_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobs/segment.py",
@@ -299,8 +308,10 @@ def segment_parser() -> argparse.ArgumentParser:
     parser.add_argument("--archive", type=Path, required=True, help="archive folder (any layout ingest reads)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (masks/, previews/, manifest.parquet)")
     parser.add_argument(
-        "--model", required=True,
-        help="registered model family, e.g. anunet-liver-ct (the models anunet-liver-ct-L1..L4)",
+        "--model", required=True, action="append",
+        help="registered model family, e.g. anunet-liver-ct (the models anunet-liver-ct-L1..L4); repeat it for "
+             "several organs of one modality (--model anunet-liver-ct --model anunet-spleen-ct): each scan is read "
+             "once, and masks/<case_id>.nii.gz becomes a label map (labels.json)",
     )
     depth = _default(SegmentConfig, "depth")
     parser.add_argument(
@@ -330,6 +341,18 @@ def segment_parser() -> argparse.ArgumentParser:
         help="CPUs (and torch threads) per CPU actor (default: single-threaded actors, one per CPU left after reading)",
     )
     parser.add_argument("--no-previews", dest="previews", action="store_false", help="skip the preview PNGs")
+    formats = _default(SegmentConfig, "output_format")
+    parser.add_argument(
+        "--output-format", type=_output_formats, default=formats,
+        help=f"{' or '.join(OUTPUT_FORMATS)}, comma-separated (default {formats}); dicom-seg: a DICOM Segmentation "
+             "object per case read from a DICOM series, in OUT/dicom-seg/",
+    )
+    postprocess = _default(SegmentConfig, "postprocess")
+    parser.add_argument(
+        "--postprocess", choices=POSTPROCESS_MODES, default=postprocess,
+        help=f"keep each organ's largest 3-D component(s) (kidney: two): auto follows each model's registered "
+             f"decision (on where it raised its validation Dice), on or off (default {postprocess})",
+    )
     parser.add_argument("--recompute", action="store_true", help="redo cases already done with the same model version")
     _add_failure_flags(parser, SegmentConfig, "cases")
     _add_pseudonym_flags(parser)

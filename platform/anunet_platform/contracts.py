@@ -22,11 +22,18 @@ Dataset (``jobs/ingest.py`` writes it, ``jobs/train.py`` and ``jobs/tune.py`` re
 
 Segmentation output (``jobs/segment.py`` writes it, ``jobs/evaluate.py`` reads it)::
 
-    OUT/masks/{case_id}.nii.gz      uint8 0/1, the source scan's exact shape and affine
-    OUT/previews/{case_id}.png      a few axial slices with the mask outline
-    OUT/records/{case_id}.json      the case's manifest row, written when the case is done
-    OUT/manifest.parquet            one row per case and per ignored entry, columns of MANIFEST_SCHEMA
-    OUT/summary.json                counts, slices/s, the depth choice and its reason
+    OUT/masks/{case_id}.nii.gz      one model: uint8 0/1; several: the label map (values in
+                                    labels.json and in the file's header extension); always the
+                                    source scan's exact shape and affine
+    OUT/masks/{organ}/{case_id}.nii.gz   several models only: each organ's uint8 0/1 mask, the
+                                    label map's voxels of that organ
+    OUT/labels.json                 several models only: {"labels": {"background": 0, organ: value}, "models": ...}
+    OUT/dicom-seg/{case_id}.dcm     --output-format nifti,dicom-seg, cases read from a DICOM series
+    OUT/previews/{case_id}.png      a few axial slices through the organs, one colour per organ
+    OUT/records/{case_id}.json      the case's manifest rows (one per organ), written when the case is done
+    OUT/manifest.parquet            one row per case and organ, and per ignored entry, columns of MANIFEST_SCHEMA
+    OUT/statistics.json             {case_id: {organ: volume, intensity, box, centroid, touches_border}}
+    OUT/summary.json                counts, slices/s, each model's depth choice and its reason
     OUT/.anunet-segment.lock        the lease of the run writing OUT (one run at a time)
 """
 
@@ -45,6 +52,9 @@ import pyarrow.parquet as pq
 __all__ = [
     "DATASET_ERRORS_FILE",
     "DATASET_SUMMARY_FILE",
+    "DICOM_SEG_DIR",
+    "LABELS_FILE",
+    "STATISTICS_FILE",
     "MANIFEST_FILE",
     "MANIFEST_SCHEMA",
     "MANIFEST_STATUSES",
@@ -63,11 +73,15 @@ __all__ = [
     "decode_batch",
     "decode_slices",
     "decode_slices_bytes",
+    "dicom_seg_path",
+    "mask_path_of",
+    "organ_mask_path",
     "check_failed_fraction",
     "encode_masks",
     "encode_slices",
     "prediction_path",
     "preview_path",
+    "read_labels",
     "read_manifest",
     "read_summary",
     "record_path",
@@ -214,11 +228,17 @@ RECORDS_DIR = "records"
 MANIFEST_FILE = "manifest.parquet"
 SEGMENT_SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".anunet-segment.lock"  # the lease of the run writing OUT (anunet_core.io.lock)
+LABELS_FILE = "labels.json"
+STATISTICS_FILE = "statistics.json"
+DICOM_SEG_DIR = "dicom-seg"
 MASK_SUFFIX = ".nii.gz"
 MANIFEST_STATUSES: tuple[str, ...] = ("ok", "failed", "skipped", "ignored")
-"""``ok``/``failed``/``skipped`` (done by an earlier run) rows are cases; an ``ignored`` row is
-an entry of the archive that is no scan (``case_id`` null, ``error`` says why), so that the
-manifest accounts for every file: the ``files`` column sums to the archive's entries."""
+"""``ok``/``failed``/``skipped`` (done by an earlier run) rows are cases, one per case and organ;
+an ``ignored`` row is an entry of the archive that is no scan (``case_id`` and ``organ`` null,
+``error`` says why), so that the manifest accounts for every file: the ``files`` column sums
+to the archive's entries (a case's files are counted on its first organ's row only)."""
+
+_XYZ = pa.list_(pa.float64())  # 3 numbers (x, y, z); a fixed-size list with nulls does not read back from Parquet (pyarrow)
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -234,6 +254,23 @@ MANIFEST_SCHEMA = pa.schema(
         ("slices", pa.int32()),
         ("depth_reason", pa.string()),
         ("files", pa.int32()),  # the archive entries the row accounts for (a series: its slices)
+        ("organ", pa.string()),
+        ("label_value", pa.int32()),  # the organ's value in the label map (ORGAN_MAP_VALUES)
+        ("postprocess", pa.string()),  # "on" / "off": whether the largest component(s) were kept
+        ("postprocess_reason", pa.string()),
+        ("removed_voxels", pa.int64()),  # by post-processing
+        ("overlap_voxels", pa.int64()),  # above threshold for this organ and another one too
+        ("overlap_lost_voxels", pa.int64()),  # of those, given to the other organ (higher probability)
+        ("mean_intensity", pa.float64()),  # under the mask: HU for CT
+        ("std_intensity", pa.float64()),
+        ("intensity_unit", pa.string()),
+        ("bbox_min_mm", _XYZ),  # RAS+ mm, the box of the mask's voxel centres
+        ("bbox_max_mm", _XYZ),
+        ("centroid_mm", _XYZ),
+        ("touches_border", pa.bool_()),  # the organ reaches the scan's edge: its volume is incomplete
+        ("border_sides", pa.string()),  # which edges, as RAS letters ("S", "I,S")
+        ("dicom_seg", pa.string()),  # OUT-relative path of the case's DICOM SEG
+        ("dicom_seg_error", pa.string()),  # why the SEG could not be written (the NIfTI mask was)
     ]
 )
 
@@ -246,6 +283,38 @@ def prediction_path(out: str | os.PathLike, case_id: str) -> Path:
 def preview_path(out: str | os.PathLike, case_id: str) -> Path:
     """``OUT/previews/{case_id}.png``."""
     return Path(out) / PREVIEWS_DIR / f"{case_id}.png"
+
+
+def organ_mask_path(out: str | os.PathLike, case_id: str, organ: str) -> Path:
+    """``OUT/masks/{organ}/{case_id}.nii.gz``: one organ's mask of a several-model run."""
+    return Path(out) / MASKS_DIR / organ / f"{case_id}{MASK_SUFFIX}"
+
+
+def read_labels(out: str | os.PathLike) -> dict[str, int] | None:
+    """``{organ: value}`` of a several-model segmentation's ``OUT/labels.json`` (background
+    left out), or None when OUT holds one organ's masks (no ``labels.json``)."""
+    path = Path(out) / LABELS_FILE
+    if not path.is_file():
+        return None
+    labels = json.loads(path.read_text())["labels"]
+    return {str(k): int(v) for k, v in labels.items() if k != "background"}
+
+
+def mask_path_of(out: str | os.PathLike, case_id: str, organ: str) -> Path:
+    """Where ``organ``'s 0/1 mask of a case lies in a segmentation folder: its own file when
+    the folder holds several organs (``labels.json``), else ``masks/{case_id}.nii.gz``.
+    ``ValueError`` when the folder's label maps hold other organs."""
+    labels = read_labels(out)
+    if labels is None:
+        return prediction_path(out, case_id)
+    if organ not in labels:
+        raise ValueError(f"{out} holds masks of {', '.join(labels)} ({LABELS_FILE}), not of the {organ}")
+    return organ_mask_path(out, case_id, organ)
+
+
+def dicom_seg_path(out: str | os.PathLike, case_id: str) -> Path:
+    """``OUT/dicom-seg/{case_id}.dcm``: the case's DICOM Segmentation object."""
+    return Path(out) / DICOM_SEG_DIR / f"{case_id}.dcm"
 
 
 def record_path(out: str | os.PathLike, case_id: str) -> Path:

@@ -58,7 +58,7 @@ from anunet_core.archives.pseudonyms import pseudonymize_case
 from anunet_core.errors import one_line
 from anunet_core.io import Volume, read_label_nifti, voxel_volume_ml, write_atomic
 from anunet_core.vocabulary import validate_organ
-from anunet_platform.contracts import MANIFEST_FILE, MASK_SUFFIX, MASKS_DIR, prediction_path, read_manifest
+from anunet_platform.contracts import MANIFEST_FILE, MASK_SUFFIX, MASKS_DIR, mask_path_of, read_manifest
 
 __all__ = [
     "AFFINE_ATOL_MM",
@@ -217,7 +217,7 @@ def evaluate_case(
 ) -> CaseEvaluation:
     """One case's row; never raises for bad input (the reason goes into ``error``).
     ``pseudonymized``: the row's source is the case id and the reason names no path."""
-    pred_path = prediction_path(pred_dir, case.case_id)
+    pred_path = mask_path_of(pred_dir, case.case_id, organ)
     base = {
         "case_id": case.case_id,
         "source": case.case_id if pseudonymized else _relative(case.image, labels_root),
@@ -248,18 +248,19 @@ def evaluate_case(
 # ----------------------------------------------------------------------------------------------
 
 
-def _manifest_info(pred_dir: Path) -> dict[str, dict]:
-    """``{case_id: {"depth", "model_version", "status", "error"}}`` from the segment manifest,
-    when there is a readable one; else empty (the evaluation does not need it)."""
+def _manifest_info(pred_dir: Path, organ: str) -> dict[str, dict]:
+    """``{case_id: {"depth", "model_version", "status", "error"}}`` of ``organ`` from the
+    segment manifest (its rows of that organ, or of the one organ it holds), when there is a
+    readable one; else empty (the evaluation does not need it)."""
     path = pred_dir / MANIFEST_FILE
     if not path.is_file():
         return {}
     try:
-        rows = read_manifest(pred_dir, columns=["case_id", "depth", "model_version", "status", "error"])
+        rows = read_manifest(pred_dir, columns=["case_id", "organ", "depth", "model_version", "status", "error"])
     except Exception as exc:  # noqa: BLE001 - optional information
         logger.warning("ignoring %s: %s", path, one_line(exc))
         return {}
-    return {str(row["case_id"]): row for row in rows}
+    return {str(row["case_id"]): row for row in rows if row.get("organ") in (None, organ)}
 
 
 def _with_manifest(row: CaseEvaluation, info: dict | None) -> CaseEvaluation:
@@ -322,7 +323,8 @@ def evaluate(
     masks = pred_dir / MASKS_DIR
     if not masks.is_dir():
         logger.warning("%s: no masks folder; every case will be missing", masks)
-    manifest = _manifest_info(pred_dir)
+    mask_path_of(pred_dir, "", organ)  # label maps of other organs: one error, before any case
+    manifest = _manifest_info(pred_dir, organ)
     rows = []
     for case in cases:
         row = _with_manifest(evaluate_case(case, pred_dir, labels_root, organ, modality, label_values, pseudonymize),

@@ -20,6 +20,11 @@ Policies (:class:`DepthPolicy`), one rule each:
   1e-9 slack absorbs float rounding, e.g. ``0.9061 - 0.01 = 0.8961000000000001``).
   ``max_dice_drop=0`` picks the best depth (the smallest among equal bests).
 
+Post-processing (:func:`decide_postprocessing`, :func:`postprocess_choice`), as nnU-Net decides
+it: at registration, keeping each organ's largest component(s) is switched on for a model only
+where it raises the mean volume Dice of its validation cases; ``segment --postprocess auto``
+then follows that decision (``on``/``off`` override it).
+
 Bad input is a :class:`ValueError` with one line: no candidates, two candidates of one depth,
 a depth outside 1..4, a NaN/out-of-range ``val_dice`` (policies that read it), a NaN or
 negative latency (the latency policy).
@@ -46,11 +51,15 @@ from anunet_core.vocabulary import MAX_DEPTH, validate_depth
 __all__ = [
     "DEFAULT_LATENCY_BUDGET_MS",
     "DEFAULT_MAX_DICE_DROP",
+    "POSTPROCESS_MODES",
     "DepthCandidate",
     "DepthChoice",
     "DepthPolicy",
+    "PostprocessChoice",
     "candidates_from_registry",
     "choose_depth",
+    "decide_postprocessing",
+    "postprocess_choice",
 ]
 
 DEFAULT_MAX_DICE_DROP = 0.01
@@ -267,3 +276,62 @@ def candidates_from_registry(depths: Mapping[int, object]) -> list[DepthCandidat
             raise ValueError(f"registry entry under depth {key!r} is for depth {depth!r}")
         out.append(DepthCandidate(depth=depth, val_dice=val_dice, latency_ms_per_slice=latency, params=int(params)))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Post-processing: decided per registered model on its validation cases
+# ----------------------------------------------------------------------------------------------
+
+POSTPROCESS_MODES: tuple[str, ...] = ("auto", "on", "off")
+"""``segment --postprocess``: ``auto`` follows the registered decision; ``on``/``off`` force it."""
+
+
+@dataclass(frozen=True)
+class PostprocessChoice:
+    """Whether a model's masks are post-processed, and why (one line, for the manifest)."""
+
+    apply: bool
+    reason: str
+
+
+def _mean_dice(values: Sequence[float], what: str) -> float:
+    numbers = [_as_float(v, what) for v in values]
+    bad = [v for v in numbers if not (math.isfinite(v) and 0.0 <= v <= 1.0)]
+    if bad:
+        raise ValueError(f"{what} must be Dice values in [0, 1], got {bad[0]!r}")
+    return sum(numbers) / len(numbers)
+
+
+def decide_postprocessing(dice_before: Sequence[float], dice_after: Sequence[float]) -> PostprocessChoice:
+    """The registration-time decision: post-process only when it raises the mean volume Dice
+    over the validation cases (``dice_before[i]``/``dice_after[i]``: case i without and with
+    it). Equal means, or no case, leave it off: it must earn its place, as in nnU-Net."""
+    if len(dice_before) != len(dice_after):
+        raise ValueError(f"{len(dice_before)} Dice values before post-processing but {len(dice_after)} after")
+    if not dice_before:
+        return PostprocessChoice(False, "off: no validation case to decide on")
+    before = _mean_dice(dice_before, "dice_before")
+    after = _mean_dice(dice_after, "dice_after")
+    verdict = "raises" if after > before else "does not raise"
+    return PostprocessChoice(
+        after > before,
+        f"{'on' if after > before else 'off'}: on {len(dice_before)} validation cases it {verdict} the mean volume "
+        f"Dice ({before:.4f} -> {after:.4f})",
+    )
+
+
+def postprocess_choice(mode: str, tags: Mapping[str, str]) -> PostprocessChoice:
+    """What ``segment --postprocess mode`` does with a registered version of ``tags``: ``on`` and
+    ``off`` are the user's; ``auto`` follows the version's ``postprocess`` tag (set at
+    registration by :func:`decide_postprocessing`), and is off for a version without it."""
+    mode = str(mode).strip().lower()
+    if mode not in POSTPROCESS_MODES:
+        raise ValueError(f"postprocess must be one of {', '.join(POSTPROCESS_MODES)}, got {mode!r}")
+    if mode != "auto":
+        return PostprocessChoice(mode == "on", f"{mode}: --postprocess {mode}")
+    decided = str(tags.get("postprocess", "")).strip().lower()
+    if decided not in ("on", "off"):
+        return PostprocessChoice(False, "off: the version has no registered post-processing decision")
+    before, after = tags.get("val_volume_dice"), tags.get("val_volume_dice_postprocessed")
+    measured = f" (validation volume Dice {float(before):.4f} -> {float(after):.4f})" if before and after else ""
+    return PostprocessChoice(decided == "on", f"{decided}: decided at registration{measured}")

@@ -23,7 +23,11 @@ from anunet_platform.contracts import (
     decode_batch,
     decode_slices,
     decode_slices_bytes,
+    dicom_seg_path,
     encode_masks,
+    mask_path_of,
+    organ_mask_path,
+    read_labels,
     encode_slices,
     prediction_path,
     preview_path,
@@ -97,6 +101,20 @@ def test_segmentation_output_layout(tmp_path) -> None:
     assert preview_path(tmp_path, "case_7") == tmp_path / "previews" / "case_7.png"
     assert record_path(tmp_path, "case_7") == tmp_path / "records" / "case_7.json"
     assert MANIFEST_SCHEMA.names[: len(DESIGN_MANIFEST)] == DESIGN_MANIFEST
+    assert organ_mask_path(tmp_path, "case_7", "kidney") == tmp_path / "masks" / "kidney" / "case_7.nii.gz"
+    assert dicom_seg_path(tmp_path, "case_7") == tmp_path / "dicom-seg" / "case_7.dcm"
+    # DESIGN's added columns, among the manifest's
+    assert {"organ", "postprocess", "touches_border"} <= set(MANIFEST_SCHEMA.names)
+
+
+def test_an_organ_s_mask_is_found_in_either_layout(tmp_path) -> None:
+    assert read_labels(tmp_path) is None
+    assert mask_path_of(tmp_path, "c", "liver") == tmp_path / "masks" / "c.nii.gz", "one organ: the mask itself"
+    (tmp_path / "labels.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "kidney": 3}}))
+    assert read_labels(tmp_path) == {"liver": 1, "kidney": 3}
+    assert mask_path_of(tmp_path, "c", "kidney") == tmp_path / "masks" / "kidney" / "c.nii.gz"
+    with pytest.raises(ValueError, match=r"holds masks of liver, kidney \(labels.json\), not of the spleen"):
+        mask_path_of(tmp_path, "c", "spleen")
 
 
 def test_read_manifest(tmp_path) -> None:

@@ -275,3 +275,54 @@ def test_importing_selection_does_not_import_mlflow_or_ray() -> None:
     code = "import sys, anunet_platform.selection; print(sorted(m for m in ('ray', 'mlflow', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout.strip()
     assert out == "[]"
+
+
+# ----------------------------------------------------------------------------------------------
+# Post-processing: decided at registration, followed (or overridden) at segmentation
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("before,after,apply", [
+    ([0.80, 0.90], [0.85, 0.90], True),  # it helps: on
+    ([0.80, 0.90], [0.80, 0.88], False),  # it hurts: off
+    ([0.80, 0.90], [0.80, 0.90], False),  # no change: it must earn its place
+    ([0.70, 0.90], [0.80, 0.81], True),  # the mean decides: +0.10 on one case, -0.09 on the other
+    ([], [], False),
+])
+def test_postprocessing_is_on_only_where_it_raises_the_validation_dice(before, after, apply: bool) -> None:
+    from anunet_platform.selection import decide_postprocessing
+
+    choice = decide_postprocessing(before, after)
+    assert choice.apply is apply and choice.reason.startswith("on:" if apply else "off:")
+    if before:
+        assert f"on {len(before)} validation cases" in choice.reason
+        assert f"{sum(before) / len(before):.4f} -> {sum(after) / len(after):.4f}" in choice.reason
+
+
+@pytest.mark.parametrize("before,after,message", [
+    ([0.8], [0.8, 0.9], "1 Dice values before post-processing but 2 after"),
+    ([1.2], [0.8], r"dice_before must be Dice values in \[0, 1\], got 1.2"),
+    ([0.8], [float("nan")], "dice_after must be Dice values"),
+])
+def test_bad_validation_dice_is_refused(before, after, message: str) -> None:
+    from anunet_platform.selection import decide_postprocessing
+
+    with pytest.raises(ValueError, match=message):
+        decide_postprocessing(before, after)
+
+
+@pytest.mark.parametrize("mode,tags,apply,reason", [
+    ("auto", {"postprocess": "on", "val_volume_dice": "0.8", "val_volume_dice_postprocessed": "0.85"}, True,
+     "on: decided at registration (validation volume Dice 0.8000 -> 0.8500)"),
+    ("auto", {"postprocess": "off"}, False, "off: decided at registration"),
+    ("auto", {}, False, "off: the version has no registered post-processing decision"),
+    ("on", {"postprocess": "off"}, True, "on: --postprocess on"),
+    ("off", {"postprocess": "on"}, False, "off: --postprocess off"),
+])
+def test_the_segment_job_follows_the_registered_decision_unless_told(mode, tags, apply: bool, reason: str) -> None:
+    from anunet_platform.selection import postprocess_choice
+
+    choice = postprocess_choice(mode, tags)
+    assert (choice.apply, choice.reason) == (apply, reason)
+    with pytest.raises(ValueError, match="postprocess must be one of auto, on, off"):
+        postprocess_choice("sometimes", tags)

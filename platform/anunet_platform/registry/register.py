@@ -202,6 +202,7 @@ def register_depths(
     depths: Sequence[int] = DEPTHS,
     alias: str = CANDIDATE,
     uri: str | None = None,
+    extra_tags: Mapping[int, Mapping[str, str]] | None = None,
 ) -> list[RegisteredDepth]:
     """Register ``prune(model, d)`` for every ``d`` in ``depths`` from the existing run ``run_id``.
 
@@ -216,6 +217,8 @@ def register_depths(
         depths: which depths to register (default all four).
         alias: set on each new version (moved from older ones); default ``candidate``.
         uri: tracking/registry URI (default :func:`current_uri`).
+        extra_tags: ``{depth: {tag: text}}`` set on that depth's version as well (e.g. the
+            post-processing decision: ``postprocess`` on/off and its reason).
 
     Idempotent per run: a depth this run already registered (a driver killed midway, then
     retried) keeps its version (:func:`registered_by_run`); only the missing depths are
@@ -242,6 +245,7 @@ def register_depths(
             else:
                 network = prune(source, d).eval()
                 tags = version_tags(network, measure_latency_ms(source, d, input_size), metrics[d], **described)
+                tags |= {str(k): str(v) for k, v in (extra_tags or {}).get(d, {}).items()}
                 files = write_network_files(network, input_size, Path(tmp) / f"L{d}")
                 version = log_network(network, names[d], tags, files, example)
                 summary = ", ".join(f"{k}={tags[k]}" for k in TAG_KEYS)

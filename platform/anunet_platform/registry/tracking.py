@@ -74,6 +74,12 @@ def log_checkpoint(run_id: str, directory: Path, uri: str | None = None) -> None
     mlflow_client.log_artifacts(run_id, str(directory), CHECKPOINT_ARTIFACT)
 
 
+def log_json(run_id: str, name: str, data: object, uri: str | None = None) -> None:
+    """Log ``data`` as the JSON artifact ``name`` of run ``run_id``."""
+    _, mlflow_client = client(uri)
+    mlflow_client.log_dict(run_id, data, name)
+
+
 def finish_run(run_id: str, status: str = "FINISHED", end_time_s: float | None = None, uri: str | None = None) -> None:
     """End the run with ``status`` (``FINISHED`` or ``FAILED``), at ``end_time_s`` (epoch
     seconds) if given, else now."""

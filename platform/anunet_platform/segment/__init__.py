@@ -1,20 +1,24 @@
-"""Nightly batch segmentation of a scan archive with Ray Data, at an automatically chosen depth.
+"""Nightly batch segmentation of a scan archive with Ray Data: one or several organs (one model
+family each), each at an automatically chosen depth.
 
-    discover cases (names only) -> skip those done with the same model version     (resume)
+    discover cases (names only) -> skip those done with the same model versions    (resume)
     -> Ray Data, streaming, one row per case:                                      (pipeline)
-         read + preprocess (tasks; the same code as ingest)                        (stages)
-      -> ANU-Net at the chosen depth (an actor pool: the model is loaded once per actor;
-         CPU or GPU actors; slices in batches of ``batch_size``)
-      -> restore the source geometry, threshold at 0.5, write the mask, the preview and the
-         case's record (tasks; every write atomic)
-    -> OUT/manifest.parquet (one row per case) and OUT/summary.json                (job)
+         read + preprocess once (tasks; the same code as ingest)                   (stages)
+      -> every organ's ANU-Net at its chosen depth (an actor pool: the models are loaded
+         once per actor; CPU or GPU actors; slices in batches of ``batch_size``)
+      -> restore the source geometry, threshold at 0.5, overlaps to the more probable organ,
+         post-process, organ statistics; write the masks (a label map with several organs),
+         the DICOM SEG, the preview and the case's record (tasks; every write atomic)
+    -> OUT/manifest.parquet (one row per case and organ), OUT/statistics.json and
+       OUT/summary.json                                                            (job)
 
 The output layout and the manifest's columns are :mod:`anunet_platform.contracts`'s (the
 evaluate job reads them from there). Modules, each importable without Ray:
 
 - ``config``: :class:`SegmentConfig` (one field per flag) and :class:`SegmentError`;
 - ``plan``: :func:`plan_actors`, the actor pool for a cluster's shape (pure);
-- ``model``: ``--model`` and the depth flags -> the registered depth to run;
+- ``model``: each ``--model`` and the depth flags -> the registered depth to run;
+- ``outputs``: what each organ writes, and how a mask names the models that made it;
 - ``resume``: which cases an earlier run finished, and the records that say so;
 - ``stages``: one case's read, segment (the actor) and write steps;
 - ``pipeline``: the stages as a Ray Data pipeline on the planned actor pool;
@@ -27,12 +31,14 @@ the finished cases only, so the rerun does the rest.
 
 from anunet_platform.segment.config import SegmentConfig, SegmentError
 from anunet_platform.segment.job import SegmentSummary, run_segmentation, write_manifest
-from anunet_platform.segment.model import SelectedModel, depth_policy, model_uri, select_model
+from anunet_platform.segment.model import SelectedModel, depth_policy, model_uri, select_model, select_models
+from anunet_platform.segment.outputs import OrganOutput
 from anunet_platform.segment.plan import ActorPlan, plan_actors
 from anunet_platform.segment.resume import ResumePlan, image_signature, is_done, plan_resume, read_record, write_record
 
 __all__ = [
     "ActorPlan",
+    "OrganOutput",
     "ResumePlan",
     "SegmentConfig",
     "SegmentError",
@@ -47,6 +53,7 @@ __all__ = [
     "read_record",
     "run_segmentation",
     "select_model",
+    "select_models",
     "write_manifest",
     "write_record",
 ]

@@ -1,15 +1,18 @@
 """``jobs/segment.py``: segment an archive, log progress, write the manifest and the summary.
 
-    discover cases (names only) -> skip those done with the same model version (resume)
-    -> the Ray Data pipeline over the rest (pipeline) -> OUT/manifest.parquet + OUT/summary.json
+    discover cases (names only) -> the models, each with its depth (model)
+    -> skip the cases done with the same model versions (resume)
+    -> the Ray Data pipeline over the rest (pipeline)
+    -> OUT/manifest.parquet, OUT/statistics.json, OUT/summary.json (and OUT/labels.json with several models)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +22,49 @@ import pyarrow.parquet as pq
 from anunet_core.archives import ArchiveInventory, pseudonymize_inventory, take_inventory
 from anunet_core.io import output_lock, write_atomic, write_json_atomic
 from anunet_platform.cluster import init_ray
-from anunet_platform.contracts import LOCK_FILE, MANIFEST_FILE, MANIFEST_SCHEMA, SEGMENT_SUMMARY_FILE, check_failed_fraction
+from anunet_platform.contracts import (
+    LOCK_FILE,
+    MANIFEST_FILE,
+    MANIFEST_SCHEMA,
+    SEGMENT_SUMMARY_FILE,
+    STATISTICS_FILE,
+    check_failed_fraction,
+)
 from anunet_platform.segment.config import SegmentConfig, SegmentError
-from anunet_platform.segment.model import SelectedModel, select_model
+from anunet_platform.segment.model import SelectedModel, select_models
+from anunet_platform.segment.outputs import OrganOutput, check_labels_file, organ_outputs, write_labels_file
 from anunet_platform.segment.resume import ResumePlan, plan_resume
 from anunet_platform.selection import DepthChoice
 
-__all__ = ["SegmentSummary", "run_segmentation", "write_manifest"]
+__all__ = ["STATISTICS_KEYS", "SegmentSummary", "run_segmentation", "statistics_document", "write_manifest"]
+
+STATISTICS_KEYS: tuple[str, ...] = (
+    "organ_voxels", "organ_ml", "mean_intensity", "std_intensity", "intensity_unit", "bbox_min_mm", "bbox_max_mm",
+    "centroid_mm", "touches_border", "border_sides", "removed_voxels", "overlap_voxels", "model_version",
+)
+"""The manifest columns ``OUT/statistics.json`` repeats per case and organ."""
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class SegmentSummary:
-    """What a run did: counts per status, throughput and the model it used."""
+    """What a run did: counts of cases per status, throughput and the models it used.
+
+    ``models``: one entry per organ (its family, version, depth and reason, post-processing).
+    With one model, ``model``, ``model_version``, ``depth`` and ``depth_reason`` are its own;
+    with several, ``model`` and ``model_version`` list them (comma-separated) and ``depth`` and
+    ``depth_reason`` are None (see ``models``).
+    """
 
     archive: str
     out: str
     model: str
     model_version: str
-    depth: int
-    depth_reason: str
+    depth: int | None
+    depth_reason: str | None
     cases: int
+    models: list[dict[str, Any]] = field(default_factory=list)
     ok: int = 0
     failed: int = 0
     skipped: int = 0
@@ -55,29 +79,45 @@ class SegmentSummary:
     max_failed_fraction: float = 0.05
 
     def line(self) -> str:
+        if self.depth is not None:
+            used = f"L{self.depth} {self.model_version}"
+        else:
+            used = ", ".join(f"{m['organ']} L{m['depth']} {m['model_version']}" for m in self.models)
         return (
             f"segment: {self.ok} ok, {self.failed} failed, {self.skipped} skipped of {self.cases} cases "
             f"({self.ignored} of {self.files} files ignored); "
             f"{self.slices} slices in {self.seconds:.1f} s ({self.slices_per_second:.1f} slices/s) "
-            f"with L{self.depth} {self.model_version}"
+            f"with {used}"
         )
 
     def count(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Set the counts per status and the segmented slices from the manifest ``rows``."""
-        self.ok = sum(r["status"] == "ok" for r in rows)
-        self.failed = sum(r["status"] == "failed" for r in rows)
-        self.skipped = sum(r["status"] == "skipped" for r in rows)
+        """Set the counts of cases per status and the segmented slices from the manifest
+        ``rows`` (a case's rows, one per organ, count once)."""
+        cases: dict[str, Mapping[str, Any]] = {}
+        for r in rows:
+            if r["case_id"] is not None:
+                cases.setdefault(r["case_id"], r)
+        self.ok = sum(r["status"] == "ok" for r in cases.values())
+        self.failed = sum(r["status"] == "failed" for r in cases.values())
+        self.skipped = sum(r["status"] == "skipped" for r in cases.values())
         self.ignored = sum(int(r["files"] or 0) for r in rows if r["status"] == "ignored")
         self.files = sum(int(r["files"] or 0) for r in rows)
-        self.slices = sum(int(r["slices"] or 0) for r in rows if r["status"] == "ok")
+        self.slices = sum(int(r["slices"] or 0) for r in cases.values() if r["status"] == "ok")
 
 
-def write_manifest(rows: Iterable[Mapping[str, Any]], out: Path, choice: DepthChoice) -> Path:
-    """``OUT/manifest.parquet``: the case rows sorted by case id, then the ignored entries by
-    source; the depth choice in its metadata."""
-    rows = sorted(rows, key=lambda r: (r["case_id"] is None, r["case_id"] or "", r["source"] or ""))
+def write_manifest(rows: Iterable[Mapping[str, Any]], out: Path, choice: DepthChoice | Mapping[str, DepthChoice]) -> Path:
+    """``OUT/manifest.parquet``: the case rows sorted by case id and label value, then the
+    ignored entries by source; the depth choice in its metadata (several models: JSON objects
+    ``{organ: depth}`` and ``{organ: reason}``)."""
+    rows = sorted(rows, key=lambda r: (r["case_id"] is None, r["case_id"] or "", r.get("label_value") or 0,
+                                       r["source"] or ""))
     columns = {name: [r.get(name) for r in rows] for name in MANIFEST_SCHEMA.names}
-    schema = MANIFEST_SCHEMA.with_metadata({"depth": str(choice.depth), "depth_reason": choice.reason})
+    if isinstance(choice, DepthChoice):
+        metadata = {"depth": str(choice.depth), "depth_reason": choice.reason}
+    else:
+        metadata = {"depth": json.dumps({o: c.depth for o, c in choice.items()}),
+                    "depth_reason": json.dumps({o: c.reason for o, c in choice.items()})}
+    schema = MANIFEST_SCHEMA.with_metadata(metadata)
     table = pa.table(columns, schema=schema)
     return write_atomic(out / MANIFEST_FILE, lambda tmp: pq.write_table(table, tmp))
 
@@ -109,21 +149,23 @@ def _run(config: SegmentConfig, start: float) -> SegmentSummary:
     if config.pseudonymize:
         inventory = pseudonymize_inventory(inventory, config.id_map)
     cases = inventory.cases
-    selected = select_model(config)
-    choice = selected.choice
-    logger.info("depth: L%d (%s): %s", choice.depth, selected.model_version, choice.reason)
-    resume = plan_resume(inventory, config.out, selected.model_version, config.recompute)
-    summary = SegmentSummary(
-        archive=str(config.archive), out=str(config.out), model=config.model,
-        model_version=selected.model_version, depth=choice.depth, depth_reason=choice.reason,
-        cases=len(cases), skipped=len(resume.skipped), device="cuda" if config.use_gpu else "cpu",
-    )
+    selected = select_models(config)
+    organs = organ_outputs(selected)
+    check_labels_file(config.out, organs)
+    for s in selected:
+        logger.info("%s: depth L%d (%s): %s; post-processing %s", s.organ, s.depth, s.model_version, s.choice.reason,
+                    s.postprocess.reason)
+    resume = plan_resume(inventory, config.out, organs, config.recompute, config.output_format)
+    summary = _new_summary(config, selected, organs, len(cases), len(resume.skipped))
     logger.info(
         "%d cases: %d to segment, %d already done", len(cases), len(resume.todo), len(resume.skipped)
     )
+    write_labels_file(config.out, organs)
     rows, work_seconds = _segment(resume, selected, config, summary)
-    manifest_rows = [rows[c.case_id] for c in cases if c.case_id in rows] + ignored_rows(inventory)
-    write_manifest(manifest_rows, config.out, choice)
+    manifest_rows = [row for c in cases if c.case_id in rows for row in rows[c.case_id]] + ignored_rows(inventory)
+    choices = selected[0].choice if len(selected) == 1 else {s.organ: s.choice for s in selected}
+    write_manifest(manifest_rows, config.out, choices)
+    write_json_atomic(config.out / STATISTICS_FILE, statistics_document(manifest_rows))
     _finish(summary, manifest_rows, time.perf_counter() - start, work_seconds, config)
     if resume.todo and summary.ok == 0 and summary.skipped == 0:
         first = next(r["error"] for r in manifest_rows if r["status"] == "failed")
@@ -131,6 +173,32 @@ def _run(config: SegmentConfig, start: float) -> SegmentSummary:
     check_failed_fraction(summary.failed, summary.cases, config.max_failed_fraction,
                           f"{config.out / MANIFEST_FILE} (status 'failed')")
     return summary
+
+
+def _new_summary(config: SegmentConfig, selected: Sequence[SelectedModel], organs: Sequence[OrganOutput], cases: int,
+                 skipped: int) -> SegmentSummary:
+    one = len(selected) == 1
+    return SegmentSummary(
+        archive=str(config.archive), out=str(config.out), model=",".join(config.model),
+        model_version=",".join(o.model_version for o in organs),
+        depth=selected[0].depth if one else None, depth_reason=selected[0].choice.reason if one else None,
+        cases=cases, skipped=skipped, device="cuda" if config.use_gpu else "cpu",
+        models=[{"organ": o.organ, "model": o.model_name.rsplit("-L", 1)[0], "model_version": o.model_version,
+                 "depth": o.depth, "depth_reason": o.depth_reason, "postprocess": "on" if o.postprocess else "off",
+                 "postprocess_reason": o.postprocess_reason, "label_value": o.label_value} for o in organs],
+    )
+
+
+def statistics_document(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``OUT/statistics.json``: ``{case_id: {organ: {...}}}`` of the segmented cases (``ok``
+    and ``skipped`` rows), the :data:`STATISTICS_KEYS` of each organ."""
+    document: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        if r["case_id"] is None or r["status"] not in ("ok", "skipped"):
+            continue
+        organ = r.get("organ") or "organ"
+        document.setdefault(r["case_id"], {})[organ] = {key: r.get(key) for key in STATISTICS_KEYS}
+    return dict(sorted(document.items()))
 
 
 def ignored_rows(inventory: ArchiveInventory) -> list[dict[str, Any]]:
@@ -150,10 +218,10 @@ def _check_folders(config: SegmentConfig) -> None:
         raise SegmentError(f"--out {config.out} exists and is not a folder")
 
 
-def _segment(resume: ResumePlan, selected: SelectedModel, config: SegmentConfig,
-             summary: SegmentSummary) -> tuple[dict[str, dict[str, Any]], float]:
-    """Every case's row (the skipped ones and those segmented now) and the seconds the
-    pipeline ran (0 when there was nothing to do: then no cluster is touched)."""
+def _segment(resume: ResumePlan, selected: Sequence[SelectedModel], config: SegmentConfig,
+             summary: SegmentSummary) -> tuple[dict[str, list[dict[str, Any]]], float]:
+    """Every case's rows, one per organ (the skipped ones and those segmented now), and the
+    seconds the pipeline ran (0 when there was nothing to do: then no cluster is touched)."""
     rows = dict(resume.skipped)
     if not resume.todo:
         return rows, 0.0
@@ -161,18 +229,24 @@ def _segment(resume: ResumePlan, selected: SelectedModel, config: SegmentConfig,
 
     init_ray()
     work_start = time.perf_counter()  # from here on: slices/s of the pipeline itself
-    plan, finished = segment_cases(resume.todo, selected, config)
+    plan, finished = segment_cases(resume.todo, list(selected), config)
     summary.actors = plan.num_actors
-    for done, record in enumerate(finished, start=1):
-        rows[record["case_id"]] = record
-        logger.info("[%d/%d] %s: %s (%.1f s)", done, len(resume.todo), record["case_id"], _outcome(record), record["seconds"])
+    for done, case_rows in enumerate(finished, start=1):
+        first = case_rows[0]
+        rows[first["case_id"]] = case_rows
+        logger.info("[%d/%d] %s: %s (%.1f s)", done, len(resume.todo), first["case_id"], _outcome(case_rows),
+                    first["seconds"])
     return rows, time.perf_counter() - work_start
 
 
-def _outcome(record: Mapping[str, Any]) -> str:
-    if record["status"] == "ok":
-        return f"ok, {record['slices']} slices, {record['organ_ml']:.1f} mL"
-    return f"failed: {record['error']}"
+def _outcome(rows: Sequence[Mapping[str, Any]]) -> str:
+    first = rows[0]
+    if first["status"] != "ok":
+        return f"failed: {first['error']}"
+    volumes = ", ".join(f"{r['organ']} {r['organ_ml']:.1f} mL" + (" (touches the edge)" if r.get("touches_border") else "")
+                        for r in rows)
+    seg = f"; no DICOM SEG: {first['dicom_seg_error']}" if first.get("dicom_seg_error") else ""
+    return f"ok, {first['slices']} slices, {volumes}{seg}"
 
 
 def _finish(summary: SegmentSummary, rows: Sequence[Mapping[str, Any]], seconds: float, work_seconds: float,

@@ -1,7 +1,10 @@
-"""Which registered model the job runs: ``--model`` and the depth flags -> a policy -> one depth.
+"""Which registered models the job runs: each ``--model`` and the depth flags -> a policy -> one
+depth, and whether its masks are post-processed.
 
 :func:`depth_policy` is pure (it parses names and flags); :func:`select_model` applies it to
-the registry's per-depth tags and loads the chosen depth's weights.
+the registry's per-depth tags and loads the chosen depth's weights; :func:`select_models` does
+so for every ``--model`` (one family per organ, one modality, one input size: each scan is read
+and preprocessed once for all of them).
 """
 
 from __future__ import annotations
@@ -12,11 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from anunet_core.vocabulary import ORGAN_MAP_VALUES, ORGANS
 from anunet_platform import registry
 from anunet_platform.segment.config import SegmentConfig, SegmentError
-from anunet_platform.selection import DepthChoice, DepthPolicy, candidates_from_registry, choose_depth
+from anunet_platform.selection import (
+    DepthChoice,
+    DepthPolicy,
+    PostprocessChoice,
+    candidates_from_registry,
+    choose_depth,
+    postprocess_choice,
+)
 
-__all__ = ["SelectedModel", "depth_policy", "model_uri", "select_model"]
+__all__ = ["SelectedModel", "depth_policy", "model_uri", "select_model", "select_models"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,39 +48,81 @@ class SelectedModel:
     input_size: int
     config: dict[str, Any] = field(repr=False)
     state_dict: dict[str, np.ndarray] = field(repr=False)
+    postprocess: PostprocessChoice = PostprocessChoice(False, "off")
 
     @property
     def depth(self) -> int:
         return self.choice.depth
 
     @property
+    def label_value(self) -> int:
+        """The organ's value in a label map (:data:`~anunet_core.vocabulary.ORGAN_MAP_VALUES`)."""
+        return ORGAN_MAP_VALUES[self.organ]
+
+    @property
     def model_version(self) -> str:
         return model_uri(self.registered.name, self.registered.version)
 
 
-def depth_policy(config: SegmentConfig) -> tuple[str, str, DepthPolicy]:
-    """``(organ, modality, policy)`` of ``--model`` and the depth flags.
+def depth_policy(config: SegmentConfig, model: str | None = None) -> tuple[str, str, DepthPolicy]:
+    """``(organ, modality, policy)`` of one ``--model`` (default: the first) and the depth flags.
 
     A model name with a depth (``anunet-liver-ct-L3``) fixes that depth; ``--depth`` may then
     only be ``auto`` or the same depth (:class:`SegmentError` otherwise).
     """
-    organ, modality, named_depth = registry.parse_model_family(config.model)
+    model = config.model[0] if model is None else model
+    organ, modality, named_depth = registry.parse_model_family(model)
     depth_flag = config.depth
     if named_depth is not None:
         if str(depth_flag).lower() not in ("auto", str(named_depth)):
-            raise SegmentError(f"--model {config.model} names depth {named_depth} but --depth is {depth_flag}")
+            raise SegmentError(f"--model {model} names depth {named_depth} but --depth is {depth_flag}")
         depth_flag = named_depth
     return organ, modality, DepthPolicy.from_flags(depth_flag, config.max_dice_drop, config.latency_budget_ms)
 
 
-def select_model(config: SegmentConfig) -> SelectedModel:
-    """Resolve ``--model``, apply the depth policy to the registry's tags and load that depth.
+def select_models(config: SegmentConfig) -> list[SelectedModel]:
+    """Every ``--model``, selected (:func:`select_model`), in the order of
+    :data:`~anunet_core.vocabulary.ORGANS` (the label map's values).
+
+    Several models must name different organs, one modality (NIfTI scans carry none: a run
+    reads its archive as that modality) and one input size (each scan is preprocessed once for
+    all of them): :class:`SegmentError` otherwise, before any weights are loaded.
+    """
+    families = [(model, *depth_policy(config, model)) for model in config.model]
+    if len(families) > 1:
+        organs = [organ for _, organ, _, _ in families]
+        unknown = [o for o in organs if o not in ORGANS]
+        if unknown:
+            raise SegmentError(f"--model: organ {unknown[0]!r} has no label-map value; the organs are {', '.join(ORGANS)}")
+        if len(set(organs)) != len(organs):
+            twice = next(o for o in organs if organs.count(o) > 1)
+            raise SegmentError(f"--model: two families segment the {twice}; pass one per organ")
+        modalities = sorted({modality for _, _, modality, _ in families})
+        if len(modalities) > 1:
+            raise SegmentError(
+                f"--model: the families are of {' and '.join(modalities)}; one run segments one modality "
+                "(run one job per modality)"
+            )
+    selected = sorted((select_model(config, model) for model, *_ in families), key=lambda s: ORGANS.index(s.organ)
+                      if s.organ in ORGANS else len(ORGANS))
+    sizes = sorted({s.input_size for s in selected})
+    if len(sizes) > 1:
+        listing = ", ".join(f"{s.registered.name} {s.input_size} px" for s in selected)
+        raise SegmentError(f"--model: the models were trained at different input sizes ({listing}); "
+                           "a run preprocesses each scan once, at one size")
+    return selected
+
+
+def select_model(config: SegmentConfig, model: str | None = None) -> SelectedModel:
+    """Resolve one ``--model`` (default: the first), apply the depth policy to the registry's
+    tags and load that depth; the post-processing follows ``--postprocess`` and the version's
+    registered decision (:func:`~anunet_platform.selection.postprocess_choice`).
 
     The per-depth versions come from :func:`registry.production_depths`: those with the alias;
     a depth without it is refused unless ``--allow-unpromoted`` (then its newest version, with
     a warning). The caller logs the choice and its reason.
     """
-    organ, modality, policy = depth_policy(config)
+    organ, modality, policy = depth_policy(config, model)
     depths = registry.production_depths(
         organ, modality, alias=config.alias, uri=config.tracking_uri, fallback_to_newest=config.allow_unpromoted
     )
@@ -92,6 +145,7 @@ def select_model(config: SegmentConfig) -> SelectedModel:
         registered=chosen,
         choice=choice,
         input_size=input_size,
+        postprocess=postprocess_choice(config.postprocess, chosen.tags),
         config={"in_channels": network.in_channels, "filters": list(network.filters), "depth": network.depth},
         state_dict={k: v.detach().cpu().numpy() for k, v in network.state_dict().items()},
     )

@@ -1,7 +1,10 @@
 """The Ray Data pipeline over the cases to segment: the stages wired to the actor plan.
 
     from_items (one row per case) -> map(read_stage) -> map_batches(SliceSegmenter, actor pool)
-    -> map(write_stage) -> the finished rows, streamed back to the driver
+    -> map(write_stage) -> each finished case's manifest rows (one per organ), streamed back
+
+Each scan is read and preprocessed once, whatever the number of organs: every actor holds all
+the organs' networks and runs them on the same slices.
 
 Memory: the archive is streamed (one row per case, Ray Data's backpressure bounds the volumes
 in flight); the driver only holds the small result rows.
@@ -14,6 +17,7 @@ other cases go on. The driver makes each case that never came back a ``failed`` 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +25,7 @@ from typing import Any
 from anunet_platform.cluster import cluster_shape
 from anunet_platform.segment.config import SegmentConfig
 from anunet_platform.segment.model import SelectedModel
+from anunet_platform.segment.outputs import organ_outputs
 from anunet_platform.segment.plan import IO_RESERVE_SMALL, ActorPlan, plan_actors
 from anunet_platform.segment.stages import CaseContext, SliceSegmenter, read_stage, write_lost_case, write_stage
 
@@ -34,10 +39,10 @@ CASE_RETRIES = 2
 
 
 def segment_cases(
-    todo: list[dict[str, Any]], selected: SelectedModel, config: SegmentConfig
-) -> tuple[ActorPlan, Iterator[dict[str, Any]]]:
+    todo: list[dict[str, Any]], selected: list[SelectedModel], config: SegmentConfig
+) -> tuple[ActorPlan, Iterator[list[dict[str, Any]]]]:
     """The actor plan for the connected cluster, and an iterator of each finished case's
-    manifest row (in the order they finish). Ray must be initialised."""
+    manifest rows, one per organ (cases in the order they finish). Ray must be initialised."""
     plan = plan_actors(*cluster_shape(), config.use_gpu, config.num_actors, config.cpus_per_actor, cases=len(todo))
     logger.info(
         "segment: %d actors x (%g CPU, %g GPU, %d threads), batch %d slices",
@@ -46,20 +51,21 @@ def segment_cases(
     return plan, _run(todo, selected, config, plan)
 
 
-def _run(todo: list[dict[str, Any]], selected: SelectedModel, config: SegmentConfig,
-         plan: ActorPlan) -> Iterator[dict[str, Any]]:
+def _run(todo: list[dict[str, Any]], selected: list[SelectedModel], config: SegmentConfig,
+         plan: ActorPlan) -> Iterator[list[dict[str, Any]]]:
     import ray
 
+    first = selected[0]
     ctx = CaseContext(
-        out=config.out, depth=selected.depth, model_version=selected.model_version,
-        depth_reason=selected.choice.reason, size=selected.input_size, previews=config.previews,
+        out=config.out, organs=tuple(organ_outputs(selected)), size=first.input_size, previews=config.previews,
+        formats=config.output_format, modality=first.modality,
     )
-    weights = ray.put(selected.state_dict)
+    weights = ray.put([s.state_dict for s in selected])
     dataset = ray.data.from_items(todo, override_num_blocks=len(todo))
     dataset = dataset.map(
         read_stage,
-        fn_kwargs={"organ": selected.organ, "modality": selected.modality, "size": selected.input_size,
-                   "max_voxels": config.max_voxels},
+        fn_kwargs={"organ": first.organ, "modality": first.modality, "size": first.input_size,
+                   "max_voxels": config.max_voxels, "dicom_headers": "dicom-seg" in config.output_format},
         num_cpus=IO_TASK_CPUS,
         max_retries=CASE_RETRIES,
     )
@@ -68,7 +74,7 @@ def _run(todo: list[dict[str, Any]], selected: SelectedModel, config: SegmentCon
         fn_constructor_kwargs={
             # wrapped in a list: a nested reference, so a restarted actor fetches it again
             # rather than needing its constructor arguments kept (ray-project/ray#53727)
-            "weights": [weights], "config": selected.config, "size": selected.input_size,
+            "weights": [weights], "config": [s.config for s in selected], "size": first.input_size,
             "batch_size": config.batch_size, "use_gpu": config.use_gpu, "threads": plan.threads,
         },
         batch_size=1,
@@ -88,7 +94,7 @@ def _run(todo: list[dict[str, Any]], selected: SelectedModel, config: SegmentCon
     finished = set()
     for row in dataset.iter_rows():
         finished.add(row["case_id"])
-        yield row
+        yield json.loads(row["rows"])
     for row in todo:
         if row["case_id"] not in finished:
             yield write_lost_case(row, ctx, CASE_RETRIES + 1)

@@ -1,13 +1,18 @@
 """One case, stage by stage: each runs in a Ray task or actor, and none raises for bad input.
 
-    read_case       (task)   read the scan, preprocess it exactly as ingest does
-    SliceSegmenter  (actor)  the chosen depth's network, loaded once per actor
-    write_case      (task)   restore the source geometry, threshold, write mask + preview + record
+    read_case       (task)   read the scan once, preprocess it exactly as ingest does
+    SliceSegmenter  (actor)  every organ's network at its chosen depth, loaded once per actor
+    write_case      (task)   back to the source geometry: the label map (overlaps go to the
+                             more probable organ), post-processing, statistics, masks, the
+                             DICOM SEG, the preview and the case's record
 
 Between stages a case is one row; slices and probabilities travel as float16 bytes
-(:func:`~anunet_platform.contracts.encode_slices`), as ingest stores training slices, so
-the model sees the same values it was trained on. A failure is the row's one-line ``error``,
-which the later stages pass on; the case then becomes a ``failed`` manifest row.
+(:func:`~anunet_platform.contracts.encode_slices`), as ingest stores training slices, so the
+models see the same values they were trained on. The scan's own intensities travel too (int16
+when they are whole numbers that fit, as CT's HU are, else float32), for the organ
+statistics; and, when a DICOM SEG is asked for, the source slices' headers (JSON, no pixels),
+which only the SEG receives. A failure is the row's one-line ``error``, which the later stages
+pass on; the case then becomes ``failed`` manifest rows, one per organ.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,16 +33,22 @@ from anunet_core import ANUNet, optimize_for_inference
 from anunet_core.archives import Case, load_case, redact
 from anunet_core.errors import one_line
 from anunet_core.io import DEFAULT_MAX_VOXELS, SliceGeometry, voxel_volume_ml, write_mask
-from anunet_core.preprocessing import PREPROCESSING_VERSION, preprocess_volume, restore_mask
+from anunet_core.io.dicom_seg import SegSegment, decode_source_headers, encode_source_headers, write_dicom_seg
+from anunet_core.postprocessing import postprocess_organ
+from anunet_core.preprocessing import PREPROCESSING_VERSION, preprocess_label, preprocess_volume, restore_label_map
 from anunet_core.preview import write_preview
+from anunet_core.statistics import organ_statistics
 from anunet_platform.contracts import (
     SLICE_DTYPE,
     decode_slices_bytes,
+    dicom_seg_path,
     encode_slices,
+    organ_mask_path,
     prediction_path,
     preview_path,
 )
 from anunet_platform.precision import autocast
+from anunet_platform.segment.outputs import OrganOutput, label_map_description
 from anunet_platform.segment.resume import write_record
 
 __all__ = [
@@ -45,6 +56,8 @@ __all__ = [
     "THRESHOLD",
     "CaseContext",
     "SliceSegmenter",
+    "decode_intensities",
+    "encode_intensities",
     "read_case",
     "read_stage",
     "write_case",
@@ -63,29 +76,56 @@ def _error_of(value: Any) -> str | None:
     return str(value) or None
 
 
+def encode_intensities(array: np.ndarray) -> tuple[bytes, str]:
+    """A scan's voxels ``(I, J, K)`` as ``(bytes, dtype)``: int16 when every value is a whole
+    number within int16 (CT in HU: half the bytes, exactly), else float32."""
+    array = np.asarray(array)
+    if array.size and np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all():
+        low, high = float(array.min()), float(array.max())
+        if -32768.0 <= low and high <= 32767.0:
+            as_int = array.astype(np.int16)
+            if np.array_equal(as_int, array):
+                return as_int.tobytes(), "<i2"
+    return np.ascontiguousarray(array, dtype="<f4").tobytes(), "<f4"
+
+
+def decode_intensities(data: bytes, dtype: str, shape: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`encode_intensities`: a read-only ``(I, J, K)`` array."""
+    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(tuple(int(s) for s in shape))
+
+
 # ----------------------------------------------------------------------------------------------
 # Stage 1: read and preprocess
 # ----------------------------------------------------------------------------------------------
 
 
 def read_case(row: dict[str, Any], organ: str, modality: str, size: int,
-              max_voxels: int | None = DEFAULT_MAX_VOXELS) -> dict[str, Any]:
-    """Stage 1: read the scan and preprocess it exactly as ingest does (a scan whose header
-    claims more than ``max_voxels`` fails before anything is loaded).
+              max_voxels: int | None = DEFAULT_MAX_VOXELS, dicom_headers: bool = False) -> dict[str, Any]:
+    """Stage 1: read the scan once and preprocess it exactly as ingest does (a scan whose
+    header claims more than ``max_voxels`` fails before anything is loaded).
 
     Adds ``slices`` (float16 bytes of ``(K, size, size)``), ``num_slices``, ``geometry`` (JSON
-    of :class:`SliceGeometry`) and ``error`` ("", or the one-line reason)."""
+    of :class:`SliceGeometry`), ``intensities`` and ``intensity_dtype`` (the scan's voxels,
+    :func:`encode_intensities`), ``dicom_headers`` (with ``dicom_headers``: the JSON of a DICOM
+    series' slice headers, else "") and ``error`` ("", or the one-line reason). ``organ`` is
+    any organ of the run (the reader checks it; no label is read)."""
     start = time.perf_counter()
-    out = dict(row, slices=b"", num_slices=0, geometry="", error="")  # "": a string column, never NaN
+    out = dict(row, slices=b"", num_slices=0, geometry="", intensities=b"", intensity_dtype="", dicom_headers="",
+               error="")  # "": a string column, never NaN
     try:
         volume, _ = load_case(Case.from_dict(row), organ=organ, modality=modality, with_label=False,
                               max_voxels=max_voxels)
         slices, geometry = preprocess_volume(volume, size=size)
+        intensities, dtype = encode_intensities(volume.array)
         out.update(
             slices=encode_slices(slices),
             num_slices=int(slices.shape[0]),
             geometry=json.dumps(geometry.to_dict()),
+            intensities=intensities,
+            intensity_dtype=dtype,
         )
+        if dicom_headers and volume.dicom_headers:
+            out["dicom_headers"] = encode_source_headers(volume.dicom_headers)
     except Exception as exc:  # noqa: BLE001 - any failure of one case is that case's failed row
         out["error"] = one_line(exc)
         if row.get("pseudonymized"):  # the reason names files: never the patient's folder
@@ -95,41 +135,54 @@ def read_case(row: dict[str, Any], organ: str, modality: str, size: int,
 
 
 # ----------------------------------------------------------------------------------------------
-# Stage 2: the network
+# Stage 2: the networks
 # ----------------------------------------------------------------------------------------------
 
 
 class SliceSegmenter:
-    """Stage 2, a Ray Data actor: the chosen depth's network, loaded once per actor.
+    """Stage 2, a Ray Data actor: every organ's network at its chosen depth, loaded once per actor.
 
-    Called with batches of case rows; each case's ``(K, size, size)`` slices run through the
-    network in chunks of ``batch_size`` and come back as ``probs``: float16 bytes of the
-    deepest head's sigmoid, ``(K, size, size)``. Rows that already failed pass through.
-    ``weights`` is the state dict of numpy arrays, or ``[ObjectRef]`` of it.
+    Called with batches of case rows; each case's ``(K, size, size)`` slices run through each
+    network in chunks of ``batch_size`` and come back as ``probs``: float16 bytes of
+    ``(O, K, size, size)``, each organ's deepest head's sigmoid, in the order of ``configs``.
+    Rows that already failed pass through. ``weights`` is the list of the organs' state dicts
+    of numpy arrays (one dict alone for one organ), or ``[ObjectRef]`` of it; ``configs`` their
+    :class:`~anunet_core.ANUNet` arguments (one dict alone for one organ).
     """
 
-    def __init__(self, weights, config: dict[str, Any], size: int, batch_size: int, use_gpu: bool, threads: int) -> None:
-        if not isinstance(weights, dict):  # [ObjectRef]: the driver's one copy in the object store
-            import ray
+    def __init__(self, weights, config, size: int, batch_size: int, use_gpu: bool, threads: int) -> None:
+        if isinstance(weights, list) and weights and not isinstance(weights[0], dict):
+            import ray  # [ObjectRef]: the driver's one copy in the object store
 
             weights = ray.get(weights[0])
+        weights = [weights] if isinstance(weights, dict) else list(weights)
+        configs = [config] if isinstance(config, dict) else list(config)
         self.device = torch.device("cuda" if use_gpu else "cpu")
         if not use_gpu:
             torch.set_num_threads(threads)
-        network = ANUNet(in_channels=config["in_channels"], filters=config["filters"], depth=config["depth"])
-        network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, strict=True)
-        self.net = optimize_for_inference(network.eval(), network.depth).to(self.device)
+        self.nets = []
+        for state, cfg in zip(weights, configs, strict=True):
+            network = ANUNet(in_channels=cfg["in_channels"], filters=cfg["filters"], depth=cfg["depth"])
+            network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=True)
+            self.nets.append(optimize_for_inference(network.eval(), network.depth).to(self.device))
         self.size, self.batch_size = size, batch_size
 
+    @property
+    def net(self):
+        """The first organ's network (one organ: the network)."""
+        return self.nets[0]
+
     def segment(self, slices: np.ndarray) -> np.ndarray:
-        """``(K, size, size)`` float slices -> float16 probabilities of the same shape."""
-        probs = np.empty(slices.shape, dtype=SLICE_DTYPE)
+        """``(K, size, size)`` float slices -> float16 probabilities ``(O, K, size, size)``
+        (``(K, size, size)`` with one organ)."""
+        probs = np.empty((len(self.nets), *slices.shape), dtype=SLICE_DTYPE)
         with autocast(self.device):
             for start in range(0, slices.shape[0], self.batch_size):
                 chunk = torch.from_numpy(slices[start : start + self.batch_size]).to(self.device, torch.float32)
-                logits = self.net(chunk[:, None])[-1]
-                probs[start : start + chunk.shape[0]] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
-        return probs
+                for o, net in enumerate(self.nets):
+                    logits = net(chunk[:, None])[-1]
+                    probs[o, start : start + chunk.shape[0]] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        return probs[0] if len(self.nets) == 1 else probs
 
     def _case(self, slices: bytes, num_slices: int, error: str | None) -> tuple[bytes, str | None]:
         """One case's ``(probs bytes, error)``: the error passes on, a new one is caught."""
@@ -162,87 +215,179 @@ class SliceSegmenter:
 
 @dataclass(frozen=True)
 class CaseContext:
-    """What stage 3 needs besides the row: where to write and what produced it."""
+    """What stage 3 needs besides the row: where to write, what to write and what produced it
+    (``organs`` in label-map order; one organ: the layout of a one-model run)."""
 
     out: Path
-    depth: int
-    model_version: str
-    depth_reason: str
+    organs: tuple[OrganOutput, ...]
     size: int
     previews: bool
+    formats: tuple[str, ...] = ("nifti",)
+    modality: str = "CT"
+
+    @property
+    def several(self) -> bool:
+        return len(self.organs) > 1
 
 
-def write_case(row: dict[str, Any], ctx: CaseContext) -> dict[str, Any]:
-    """Stage 3: restore the source geometry, threshold, write mask + preview + record.
+def write_case(row: dict[str, Any], ctx: CaseContext) -> list[dict[str, Any]]:
+    """Stage 3: restore the source geometry, settle overlaps, post-process, write masks, the
+    DICOM SEG, the preview and the record.
 
-    Returns the case's manifest row (and writes it as ``records/{case_id}.json``)."""
+    Returns the case's manifest rows, one per organ (and writes them as ``records/{case_id}.json``)."""
     start = time.perf_counter()
-    record = _base_row(row, ctx)
+    rows = _base_rows(row, ctx)
     error = _error_of(row.get("error"))
     try:
         if error:
             raise ValueError(error)
-        record.update(_write_outputs(row, ctx), status="ok")
+        for organ_row, written in zip(rows, _write_outputs(row, ctx), strict=True):
+            organ_row.update(written, status="ok")
     except Exception as exc:  # noqa: BLE001 - the case fails, the job goes on
-        record.update(status="failed", error=error or one_line(exc))
-        _remove_outputs(ctx.out, row["case_id"])
-    record["seconds"] = float(row.get("seconds", 0.0)) + time.perf_counter() - start
-    write_record(record, ctx.out)
-    return record
+        rows = _base_rows(row, ctx)
+        for organ_row in rows:
+            organ_row.update(status="failed", error=error or one_line(exc))
+        _remove_outputs(ctx, row["case_id"])
+    seconds = float(row.get("seconds", 0.0)) + time.perf_counter() - start
+    for organ_row in rows:
+        organ_row["seconds"] = seconds
+    write_record(rows, ctx.out, ctx.formats)
+    return rows
 
 
-def write_lost_case(row: dict[str, Any], ctx: CaseContext, attempts: int) -> dict[str, Any]:
-    """The ``failed`` row (and record) of a case that never came back from the pipeline: the
+def write_lost_case(row: dict[str, Any], ctx: CaseContext, attempts: int) -> list[dict[str, Any]]:
+    """The ``failed`` rows (and record) of a case that never came back from the pipeline: the
     worker process working on it died on each of its ``attempts``."""
-    record = _base_row(row, ctx)
-    record["error"] = (
-        f"its worker process died {attempts} times (out of memory, or a crash in a native library); "
-        "see the Ray worker logs"
-    )
-    _remove_outputs(ctx.out, row["case_id"])
-    write_record(record, ctx.out)
-    return record
+    rows = _base_rows(row, ctx)
+    for organ_row in rows:
+        organ_row["error"] = (
+            f"its worker process died {attempts} times (out of memory, or a crash in a native library); "
+            "see the Ray worker logs"
+        )
+    _remove_outputs(ctx, row["case_id"])
+    write_record(rows, ctx.out, ctx.formats)
+    return rows
 
 
-def _remove_outputs(out: Path, case_id: str) -> None:
-    """A failed case keeps no mask or preview from an earlier run: nobody may mistake them
-    for this run's result."""
-    for path in (prediction_path(out, case_id), preview_path(out, case_id)):
+def _remove_outputs(ctx: CaseContext, case_id: str) -> None:
+    """A failed case keeps no output from an earlier run: nobody may mistake them for this
+    run's result."""
+    paths = [prediction_path(ctx.out, case_id), preview_path(ctx.out, case_id), dicom_seg_path(ctx.out, case_id)]
+    paths += [organ_mask_path(ctx.out, case_id, o.organ) for o in ctx.organs]
+    for path in paths:
         path.unlink(missing_ok=True)
 
 
-def _write_outputs(row: Mapping[str, Any], ctx: CaseContext) -> dict[str, Any]:
-    """Mask (and preview) of one segmented case; returns its ``organ_voxels``, ``organ_ml``, ``slices``."""
+def _write_outputs(row: Mapping[str, Any], ctx: CaseContext) -> list[dict[str, Any]]:
+    """The outputs of one segmented case; returns each organ's manifest fields."""
+    case_id = row["case_id"]
     geometry = SliceGeometry.from_dict(json.loads(row["geometry"]))
-    k = int(row["num_slices"])
-    probs = decode_slices_bytes(row["probs"], k, ctx.size)
-    mask = restore_mask(probs.astype(np.float32), geometry, threshold=THRESHOLD)
-    # the mask names the model that made it: is_done trusts no mask another model left behind
-    write_mask(mask, geometry, prediction_path(ctx.out, row["case_id"]), description=ctx.model_version)
+    k, organs = int(row["num_slices"]), ctx.organs
+    probs = decode_slices_bytes(row["probs"], len(organs) * k, ctx.size).reshape(len(organs), k, ctx.size, ctx.size)
+    values = [o.label_value for o in organs]
+    label_map, overlap, lost = restore_label_map(probs, geometry, values, threshold=THRESHOLD)
+    voxel_ml = voxel_volume_ml(geometry.affine)
+    intensities = decode_intensities(row["intensities"], row["intensity_dtype"], geometry.original_shape)
+    fields = []
+    for o, organ in enumerate(organs):
+        mask = label_map == organ.label_value
+        removed = 0
+        if organ.postprocess:
+            result = postprocess_organ(mask, organ.organ, voxel_ml)
+            removed = int(result.removed_voxels)
+            if removed:
+                label_map[mask & (result.mask == 0)] = 0
+                mask = result.mask.astype(bool)
+        voxels = int(np.count_nonzero(mask))
+        stats = organ_statistics(mask, intensities, geometry.affine, organ.organ, geometry.modality)
+        fields.append({
+            "organ_voxels": voxels, "organ_ml": voxels * voxel_ml, "slices": k, "removed_voxels": removed,
+            "overlap_voxels": int(overlap[o]), "overlap_lost_voxels": int(lost[o]),
+            **_statistics_fields(stats),
+        })
+    _write_masks(label_map, geometry, case_id, ctx)
     if ctx.previews:
         slices = decode_slices_bytes(row["slices"], k, ctx.size)
-        write_preview(preview_path(ctx.out, row["case_id"]), slices, probs > THRESHOLD)
-    voxels = int(mask.sum(dtype=np.int64))
-    return {"organ_voxels": voxels, "organ_ml": voxels * voxel_volume_ml(geometry.affine), "slices": k}
+        label_slices = preprocess_label(label_map, geometry)  # exactly what was written, in the model's view
+        write_preview(preview_path(ctx.out, case_id), slices, label_slices, {o.label_value: o.organ for o in organs})
+    if "dicom-seg" in ctx.formats:
+        seg = _write_dicom_seg(label_map, row, ctx)
+        for organ_fields in fields:
+            organ_fields.update(seg)
+    return fields
 
 
-def _base_row(row: Mapping[str, Any], ctx: CaseContext) -> dict[str, Any]:
+def _statistics_fields(stats) -> dict[str, Any]:
+    """The manifest's statistics columns of an :class:`~anunet_core.statistics.OrganStatistics`."""
+    def xyz(value):
+        return None if value is None else [float(v) for v in value]
+
     return {
-        "case_id": row["case_id"],
-        "source": row["source"],
-        "status": "failed",
-        "error": None,
-        "depth": ctx.depth,
-        "model_version": ctx.model_version,
-        "organ_voxels": None,
-        "organ_ml": None,
-        "seconds": 0.0,
-        "slices": None,
-        "depth_reason": ctx.depth_reason,
-        "files": int(row.get("files", 1)),
-        "signature": row["signature"],
-        "preprocessing_version": PREPROCESSING_VERSION,
+        "mean_intensity": stats.mean_intensity, "std_intensity": stats.std_intensity,
+        "intensity_unit": stats.intensity_unit, "bbox_min_mm": xyz(stats.bbox_min_mm),
+        "bbox_max_mm": xyz(stats.bbox_max_mm), "centroid_mm": xyz(stats.centroid_mm),
+        "touches_border": bool(stats.touches_border), "border_sides": ",".join(stats.border_sides) or None,
     }
+
+
+def _write_masks(label_map: np.ndarray, geometry: SliceGeometry, case_id: str, ctx: CaseContext) -> None:
+    """One organ: its 0/1 mask naming its model. Several: the label map (its header holds the
+    labels and the models) and each organ's 0/1 mask beside it. Each mask names the model that
+    made it: ``is_done`` trusts no mask another model left behind."""
+    if not ctx.several:
+        write_mask((label_map > 0).astype(np.uint8), geometry, prediction_path(ctx.out, case_id),
+                   description=ctx.organs[0].model_version)
+        return
+    for organ in ctx.organs:
+        write_mask((label_map == organ.label_value).astype(np.uint8), geometry,
+                   organ_mask_path(ctx.out, case_id, organ.organ), description=organ.model_version)
+    write_mask(label_map, geometry, prediction_path(ctx.out, case_id), description=label_map_description(ctx.organs))
+
+
+def _write_dicom_seg(label_map: np.ndarray, row: Mapping[str, Any], ctx: CaseContext) -> dict[str, Any]:
+    """``dicom_seg`` (OUT-relative path) and ``dicom_seg_error`` of a case: a case that is no
+    DICOM series gets neither; a SEG that cannot be written is the reason (the masks stand)."""
+    path = dicom_seg_path(ctx.out, row["case_id"])
+    headers = row.get("dicom_headers") or ""
+    if not headers:
+        path.unlink(missing_ok=True)
+        return {"dicom_seg": None, "dicom_seg_error": None}
+    segments = [SegSegment(organ=o.organ, label_value=o.label_value, algorithm_name=o.model_name,
+                           algorithm_version=o.version) for o in ctx.organs]
+    try:
+        write_dicom_seg(label_map, decode_source_headers(headers), segments, path)
+    except Exception as exc:  # noqa: BLE001 - the SEG fails alone: the case keeps its NIfTI masks
+        path.unlink(missing_ok=True)
+        return {"dicom_seg": None, "dicom_seg_error": one_line(exc)}
+    return {"dicom_seg": path.relative_to(ctx.out).as_posix(), "dicom_seg_error": None}
+
+
+def _base_rows(row: Mapping[str, Any], ctx: CaseContext) -> list[dict[str, Any]]:
+    """The case's ``failed`` rows, one per organ, before anything is known (the archive files
+    are counted on the first organ's row only: the manifest's ``files`` sums to the archive)."""
+    return [
+        {
+            "case_id": row["case_id"],
+            "source": row["source"],
+            "status": "failed",
+            "error": None,
+            "depth": organ.depth,
+            "model_version": organ.model_version,
+            "organ_voxels": None,
+            "organ_ml": None,
+            "seconds": 0.0,
+            "slices": None,
+            "depth_reason": organ.depth_reason,
+            "files": int(row.get("files", 1)) if n == 0 else 0,
+            "organ": organ.organ,
+            "label_value": organ.label_value,
+            "postprocess": "on" if organ.postprocess else "off",
+            "postprocess_reason": organ.postprocess_reason,
+            "signature": row["signature"],
+            "preprocessing_version": PREPROCESSING_VERSION,
+        }
+        for n, organ in enumerate(ctx.organs)
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,13 +411,15 @@ def _yield_cpu_to_the_model() -> None:
         _NICED = True
 
 
-def read_stage(row: dict[str, Any], organ: str, modality: str, size: int, max_voxels: int | None) -> dict[str, Any]:
+def read_stage(row: dict[str, Any], organ: str, modality: str, size: int, max_voxels: int | None,
+               dicom_headers: bool = False) -> dict[str, Any]:
     """:func:`read_case` at the I/O niceness (the Ray task)."""
     _yield_cpu_to_the_model()
-    return read_case(row, organ, modality, size, max_voxels)
+    return read_case(row, organ, modality, size, max_voxels, dicom_headers)
 
 
 def write_stage(row: dict[str, Any], ctx: CaseContext) -> dict[str, Any]:
-    """:func:`write_case` at the I/O niceness (the Ray task)."""
+    """:func:`write_case` at the I/O niceness (the Ray task): the case id and its manifest
+    rows as JSON (one column, so Ray Data never retypes a value)."""
     _yield_cpu_to_the_model()
-    return write_case(row, ctx)
+    return {"case_id": row["case_id"], "rows": json.dumps(write_case(row, ctx))}

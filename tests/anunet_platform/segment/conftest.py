@@ -30,11 +30,18 @@ def tiny_network() -> dict:
     }
 
 
+#: Epochs of the models trained here: liver as the single-organ tests need it; spleen and kidney
+#: only so that a several-organ run has three registered families (their quality is not tested).
+EPOCHS = {"liver": 4, "spleen": 1, "kidney": 1}
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    """Ray (3 logical CPUs), a SQLite MLflow store and anunet-liver-ct-L1..L4 trained on synthetic
-    CT and promoted; the same weights also as anunet-liver-mr-L1 (no alias) for the MR scan."""
+    """Ray (3 logical CPUs, with a spy counting the scans each worker reads: ``reads``), a
+    SQLite MLflow store, and anunet-{liver,spleen,kidney}-ct-L1..L4 trained on one synthetic CT
+    archive and promoted; the liver weights also as anunet-liver-mr-L1 (no alias) for the MR scan."""
     import ray
+    import read_counter
 
     from anunet_platform import registry
     from anunet_platform.ingest import IngestConfig, run_ingest
@@ -44,16 +51,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     saved = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR")
+    ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR",
+             runtime_env=read_counter.runtime_env(root / "reads"))
     try:
         make_archive(root / "train", cases=6, modality="CT", fmt="nifti", seed=11, shape=(64, 64, 16))
-        run_ingest(IngestConfig(source=root / "train", out=root / "dataset", organ="liver", modality="CT", size=SIZE))
-        result = run_training(
-            TrainConfig(data=root / "dataset", epochs=4, num_workers=1, cpus_per_worker=2, batch_size=8,
-                        learning_rate=2e-3, storage_path=root / "ray_results", tracking_uri=uri, register=True,
-                        cache_data=True, experiment="segment-test")
-        )
-        registry.promote(result.mlflow_run_id, uri=uri)
+        runs = {}
+        for organ, epochs in EPOCHS.items():
+            run_ingest(IngestConfig(source=root / "train", out=root / f"dataset-{organ}", organ=organ, modality="CT",
+                                    size=SIZE))
+            runs[organ] = run_training(
+                TrainConfig(data=root / f"dataset-{organ}", epochs=epochs, num_workers=1, cpus_per_worker=2,
+                            batch_size=8, learning_rate=2e-3, storage_path=root / "ray_results", tracking_uri=uri,
+                            register=True, cache_data=True, experiment="segment-test")
+            )
+            registry.promote(runs[organ].mlflow_run_id, uri=uri)
+        result = runs["liver"]
         network, _ = registry.load_registered("anunet-liver-ct-L1", uri=uri)
         tags = registry.production_depths("liver", "CT", uri=uri)[1].tags
         registry.register_depths(
@@ -61,7 +73,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
             metrics={1: {"val_dice": float(tags["val_dice"]), "val_iou": float(tags["val_iou"])}}, alpha=0.5, gamma=2.0, dataset_checksum="test",
             input_size=SIZE, alias="", uri=uri,
         )
-        yield {"root": root, "uri": uri, "train_seed": 11, "train_cases": 6}
+        yield {"root": root, "uri": uri, "train_seed": 11, "train_cases": 6, "runs": runs, "reads": root / "reads"}
     finally:
         ray.shutdown()
         if saved is None:

@@ -42,3 +42,44 @@ def test_fields_follow_the_job_flags() -> None:
 
     flags = set(vars(segment_parser().parse_args(["--archive", "A", "--out", "O", "--model", "anunet-liver-ct"])))
     assert flags <= {f.name for f in fields(SegmentConfig)}
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("nifti", ("nifti",)), ("nifti,dicom-seg", ("nifti", "dicom-seg")), ("dicom-seg, nifti", ("nifti", "dicom-seg")),
+    (["NIfTI", "dicom-seg"], ("nifti", "dicom-seg")),
+])
+def test_output_formats_are_parsed_in_one_order(value, expected) -> None:
+    assert SegmentConfig(archive="a", out="o", model="anunet-liver-ct", output_format=value).output_format == expected
+
+
+@pytest.mark.parametrize("value,message", [
+    ("dicom-seg", "NIfTI masks are always written"), ("nifti,png", "takes nifti and dicom-seg"),
+    ("nifti,nifti", "names a format twice"), ("", "takes nifti and dicom-seg"),
+])
+def test_bad_output_formats_are_one_line_errors(value: str, message: str) -> None:
+    with pytest.raises(SegmentError, match=message):
+        SegmentConfig(archive="a", out="o", model="anunet-liver-ct", output_format=value)
+
+
+def test_several_models_become_a_tuple_and_a_family_named_twice_is_refused() -> None:
+    assert SegmentConfig(archive="a", out="o", model="anunet-liver-ct").model == ("anunet-liver-ct",)
+    config = SegmentConfig(archive="a", out="o", model=["anunet-liver-ct", "anunet-spleen-ct"])
+    assert config.model == ("anunet-liver-ct", "anunet-spleen-ct")
+    with pytest.raises(SegmentError, match="a family is named twice"):
+        SegmentConfig(archive="a", out="o", model=["anunet-liver-ct", "anunet-liver-ct"])
+    with pytest.raises(SegmentError, match="--postprocess must be one of auto, on, off"):
+        SegmentConfig(archive="a", out="o", model="anunet-liver-ct", postprocess="maybe")
+
+
+def test_the_flags_repeat_model_and_take_formats_and_postprocessing() -> None:
+    from anunet_platform.cli import segment_parser
+
+    args = segment_parser().parse_args(["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--model",
+                                        "anunet-kidney-ct", "--output-format", "nifti,dicom-seg", "--postprocess", "off"])
+    config = SegmentConfig(**vars(args))
+    assert (config.model, config.output_format, config.postprocess) == (
+        ("anunet-liver-ct", "anunet-kidney-ct"), ("nifti", "dicom-seg"), "off")
+    defaults = SegmentConfig(**vars(segment_parser().parse_args(["--archive", "A", "--out", "O", "--model", "m"])))
+    assert (defaults.output_format, defaults.postprocess) == (("nifti",), "auto")
+    with pytest.raises(SystemExit):
+        segment_parser().parse_args(["--archive", "A", "--out", "O", "--model", "m", "--output-format", "png"])

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from anunet_core.archives import discover_cases
-from anunet_core.io import OutputLocked, read_volume, voxel_volume_ml
+from anunet_core.io import OutputLocked, read_mask_description, read_volume, voxel_volume_ml
 from anunet_core.synthetic import case_seed, make_archive, make_phantom, trivial_predictor_dice
 from anunet_platform import registry
 from anunet_platform.contracts import LOCK_FILE, MANIFEST_SCHEMA, FailedFractionExceeded, read_manifest
@@ -65,9 +65,11 @@ def test_write_manifest_sorts_by_case_and_records_the_depth_choice(tmp_path: Pat
 def test_summary_counts_the_manifest_rows() -> None:
     summary = SegmentSummary(archive="a", out="o", model="anunet-liver-ct", model_version="models:/m/1", depth=2,
                              depth_reason="r", cases=4)
-    summary.count([{"status": "ok", "slices": 16, "files": 1}, {"status": "ok", "slices": 8, "files": 40},
-                   {"status": "failed", "slices": None, "files": 1}, {"status": "skipped", "slices": 32, "files": 2},
-                   {"status": "ignored", "slices": None, "files": 3}])
+    summary.count([{"case_id": "a", "status": "ok", "slices": 16, "files": 1},
+                   {"case_id": "b", "status": "ok", "slices": 8, "files": 40},
+                   {"case_id": "c", "status": "failed", "slices": None, "files": 1},
+                   {"case_id": "d", "status": "skipped", "slices": 32, "files": 2},
+                   {"case_id": None, "status": "ignored", "slices": None, "files": 3}])
     assert (summary.ok, summary.failed, summary.skipped, summary.slices) == (2, 1, 1, 24)
     assert (summary.ignored, summary.files) == (3, 47)
     summary.seconds, summary.slices_per_second = 3.0, 8.0
@@ -75,6 +77,34 @@ def test_summary_counts_the_manifest_rows() -> None:
         "segment: 2 ok, 1 failed, 1 skipped of 4 cases (3 of 47 files ignored); 24 slices in 3.0 s (8.0 slices/s) "
         "with L2 models:/m/1"
     )
+
+
+def test_a_case_of_several_organs_counts_once() -> None:
+    models = [{"organ": "liver", "depth": 2, "model_version": "models:/anunet-liver-ct-L2/1"},
+              {"organ": "spleen", "depth": 1, "model_version": "models:/anunet-spleen-ct-L1/4"}]
+    summary = SegmentSummary(archive="a", out="o", model="anunet-liver-ct,anunet-spleen-ct", model_version="",
+                             depth=None, depth_reason=None, cases=2, models=models)
+    summary.count([{"case_id": "a", "organ": "liver", "status": "ok", "slices": 16, "files": 17},
+                   {"case_id": "a", "organ": "spleen", "status": "ok", "slices": 16, "files": 0},
+                   {"case_id": "b", "organ": "liver", "status": "failed", "slices": None, "files": 1},
+                   {"case_id": "b", "organ": "spleen", "status": "failed", "slices": None, "files": 0}])
+    assert (summary.ok, summary.failed, summary.slices, summary.files) == (1, 1, 16, 18)
+    assert summary.line().endswith(
+        "with liver L2 models:/anunet-liver-ct-L2/1, spleen L1 models:/anunet-spleen-ct-L1/4")
+
+
+def test_statistics_document_holds_the_segmented_cases_per_organ() -> None:
+    from anunet_platform.segment import job
+
+    rows = [{"case_id": "a", "organ": "liver", "status": "ok", "organ_ml": 1500.0, "touches_border": True},
+            {"case_id": "a", "organ": "spleen", "status": "ok", "organ_ml": 200.0, "touches_border": False},
+            {"case_id": "b", "organ": "liver", "status": "skipped", "organ_ml": 1400.0},
+            {"case_id": "c", "organ": "liver", "status": "failed", "organ_ml": None},
+            {"case_id": None, "organ": None, "status": "ignored"}]
+    document = job.statistics_document(rows)
+    assert list(document) == ["a", "b"] and list(document["a"]) == ["liver", "spleen"]
+    assert document["a"]["liver"]["organ_ml"] == 1500.0 and document["a"]["liver"]["touches_border"] is True
+    assert set(document["b"]["liver"]) == set(job.STATISTICS_KEYS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,7 +155,7 @@ def test_segments_every_case_in_its_source_geometry(trained, tmp_path: Path, fmt
         assert row["organ_ml"] == pytest.approx(data.sum() * voxel_volume_ml(source.affine))
         assert row["source"] == os.path.relpath(case.image, archive) and row["seconds"] > 0
         with Image.open(out / "previews" / f"{case.case_id}.png") as preview:
-            assert preview.size == (3 * SIZE, SIZE)
+            assert preview.size[0] >= 3 * 256 and preview.size[1] >= 256, "three panels of at least 256 px"
     scores = summarize(evaluate(out, archive, organ="liver", modality="CT"))
     trivial = _trivial_dice(trained, seed=21, cases=3, shape=(64, 64, 16))
     assert scores["ok"] == 3 and scores["dice"] > 0.5, scores
@@ -516,3 +546,128 @@ def test_pseudonymized_outputs_and_logs_carry_no_name(trained, tmp_path: Path, m
     assert id_map.stat().st_mode & 0o777 == 0o600
     again = segment(trained, archive, out, depth=1, pseudonymize=True, max_failed_fraction=1.0)
     assert again.skipped == 1, "the same key gives the same ids: the rerun resumes"
+
+
+# ----------------------------------------------------------------------------------------------
+# Several organs in one pass: a label map, per-organ depths, DICOM SEG, statistics, resume
+# ----------------------------------------------------------------------------------------------
+
+ORGAN_MODELS = ("anunet-kidney-ct", "anunet-liver-ct", "anunet-spleen-ct")  # any order: the map's values are fixed
+
+
+def _strip_sop_instance_uids(series: Path) -> None:
+    """Make a DICOM series impossible to reference: no slice keeps its SOP Instance UID."""
+    import pydicom
+
+    for path in series.iterdir():
+        ds = pydicom.dcmread(path)
+        del ds.SOPInstanceUID
+        del ds.file_meta.MediaStorageSOPInstanceUID
+        ds.save_as(path, enforce_file_format=False)
+
+
+@pytest.mark.slow
+def test_several_organs_in_one_pass(trained, tmp_path: Path, same_geometry) -> None:
+    import read_counter
+
+    from anunet_core.io.dicom_seg import read_dicom_seg
+
+    archive, out = tmp_path / "incoming", tmp_path / "out"
+    make_archive(archive, cases=3, modality="CT", fmt="dicom", seed=25, shape=(64, 64, 16))
+    make_archive(tmp_path / "nifti", cases=1, modality="CT", fmt="nifti", seed=26, shape=(64, 64, 16), layout="pairs")
+    (tmp_path / "nifti" / "case_0000" / "image.nii.gz").rename(archive / "extra.nii.gz")  # a case of its own
+    cases = discover_cases(archive, require_labels=False)
+    assert sorted(c.case_id for c in cases) == ["case_0000", "case_0001", "case_0002", "extra"]
+    unreferenced = next(c for c in cases if c.case_id == "case_0002")
+    _strip_sop_instance_uids(unreferenced.image)
+    summary = run_segmentation(SegmentConfig(archive=archive, out=out, model=ORGAN_MODELS, tracking_uri=trained["uri"],
+                                             output_format="nifti,dicom-seg"))
+
+    reads = read_counter.reads(trained["reads"], archive)
+    assert reads == {str(c.image): 1 for c in cases}, "each scan read once for the three organs"
+    choices = {organ: choose_depth(candidates_from_registry(registry.production_depths(organ, "CT", uri=trained["uri"])),
+                                   DepthPolicy()) for organ in ("liver", "spleen", "kidney")}
+    assert [m["organ"] for m in summary.models] == ["liver", "spleen", "kidney"]
+    assert {m["organ"]: m["depth"] for m in summary.models} == {o: c.depth for o, c in choices.items()}
+    assert (summary.ok, summary.failed, summary.cases, summary.depth) == (4, 0, 4, None)
+    labels = json.loads((out / "labels.json").read_text())
+    assert labels["labels"] == {"background": 0, "liver": 1, "spleen": 2, "kidney": 3}
+
+    rows = manifest(out)
+    assert [(r["case_id"], r["organ"]) for r in rows] == [(c.case_id, o) for c in sorted(cases, key=lambda c: c.case_id)
+                                                          for o in ("liver", "spleen", "kidney")]
+    statistics = json.loads((out / "statistics.json").read_text())
+    for case in cases:
+        source = read_volume(case.image, modality="CT")
+        label_map = np.asarray(nib.load(out / "masks" / f"{case.case_id}.nii.gz").dataobj)
+        assert label_map.shape == source.shape and set(np.unique(label_map)) <= {0, 1, 2, 3}
+        description = json.loads(read_mask_description(out / "masks" / f"{case.case_id}.nii.gz"))
+        assert description["labels"] == labels["labels"] and description["models"] == labels["models"]
+        case_rows = [r for r in rows if r["case_id"] == case.case_id]
+        assert case_rows[0]["files"] > 0 and [r["files"] for r in case_rows[1:]] == [0, 0], "files counted once"
+        for row in case_rows:
+            organ, value = row["organ"], row["label_value"]
+            mask = same_geometry(out / "masks" / organ / f"{case.case_id}.nii.gz", source)
+            np.testing.assert_array_equal(mask, label_map == value)
+            assert row["status"] == "ok" and row["organ_voxels"] == int(mask.sum())
+            assert row["depth"] == choices[organ].depth and row["depth_reason"] == choices[organ].reason
+            assert row["model_version"] == labels["models"][organ]
+            assert 0 <= row["overlap_lost_voxels"] <= row["overlap_voxels"]
+            assert statistics[case.case_id][organ]["organ_ml"] == pytest.approx(row["organ_ml"])
+            if row["organ_voxels"]:
+                assert row["mean_intensity"] == pytest.approx(float(source.array[mask > 0].mean()), rel=1e-4)
+        with Image.open(out / "previews" / f"{case.case_id}.png") as preview:
+            assert preview.size[1] >= 256, "panels of at least 256 px"
+        seg = out / "dicom-seg" / f"{case.case_id}.dcm"
+        if not case.image.is_dir():
+            assert not seg.exists() and {r["dicom_seg"] for r in case_rows} == {None}
+        elif case is unreferenced:
+            assert not seg.exists() and all("SOPInstanceUID" in r["dicom_seg_error"] for r in case_rows)
+        else:
+            assert {r["dicom_seg"] for r in case_rows} == {f"dicom-seg/{case.case_id}.dcm"}
+            np.testing.assert_array_equal(read_dicom_seg(seg, source.dicom_headers), label_map)
+
+    again = run_segmentation(SegmentConfig(archive=archive, out=out, model=ORGAN_MODELS, tracking_uri=trained["uri"],
+                                           output_format="nifti,dicom-seg"))
+    assert (again.skipped, again.ok, again.actors) == (4, 0, 0) and sum(read_counter.reads(trained["reads"], archive).values()) == 4
+    assert {r["status"] for r in manifest(out)} == {"skipped"}
+
+    # a new spleen model (another depth): every case is redone, the other organs keep their versions and masks
+    spleen_depth = 2 if choices["spleen"].depth != 2 else 3
+    models = ("anunet-liver-ct", f"anunet-spleen-ct-L{spleen_depth}", "anunet-kidney-ct")
+    changed = run_segmentation(SegmentConfig(archive=archive, out=out, model=models, tracking_uri=trained["uri"],
+                                             output_format="nifti,dicom-seg"))
+    assert changed.ok == 4
+    after = {(r["case_id"], r["organ"]): r for r in manifest(out)}
+    for (case_id, organ), row in after.items():
+        before = next(r for r in rows if (r["case_id"], r["organ"]) == (case_id, organ))
+        if organ == "spleen":
+            assert row["depth"] == spleen_depth and row["model_version"] != before["model_version"]
+        else:
+            assert row["model_version"] == before["model_version"]
+
+    with pytest.raises(SegmentError, match=r"holds label maps of kidney, liver, spleen .* this run segments liver"):
+        segment(trained, archive, out)
+
+
+@pytest.mark.slow
+def test_postprocess_modes_are_recorded_per_organ(trained, tmp_path: Path) -> None:
+    archive = tmp_path / "incoming"
+    make_archive(archive, cases=1, modality="CT", fmt="nifti", seed=27, shape=(64, 64, 16), layout="pairs")
+    tags = {organ: registry.production_depths(organ, "CT", uri=trained["uri"])[1].tags for organ in ("liver", "kidney")}
+    for organ in tags:
+        assert tags[organ]["postprocess"] in ("on", "off") and "validation cases" in tags[organ]["postprocess_reason"]
+        assert 0.0 <= float(tags[organ]["val_volume_dice"]) <= 1.0
+    auto = run_segmentation(SegmentConfig(archive=archive, out=tmp_path / "auto", model=("anunet-liver-ct-L1", "anunet-kidney-ct-L1"),
+                                          tracking_uri=trained["uri"]))
+    assert {m["organ"]: m["postprocess"] for m in auto.models} == {o: tags[o]["postprocess"] for o in tags}
+    on = run_segmentation(SegmentConfig(archive=archive, out=tmp_path / "on", model=("anunet-liver-ct-L1", "anunet-kidney-ct-L1"),
+                                        tracking_uri=trained["uri"], postprocess="on"))
+    rows = manifest(tmp_path / "on")
+    assert on.ok == 1 and {r["postprocess"] for r in rows} == {"on"}
+    assert all(r["postprocess_reason"] == "on: --postprocess on" for r in rows)
+    for row in rows:
+        mask = np.asarray(nib.load(tmp_path / "on" / "masks" / row["organ"] / "case_0000.nii.gz").dataobj)
+        import scipy.ndimage
+        _, components = scipy.ndimage.label(mask, structure=np.ones((3, 3, 3)))
+        assert components <= (2 if row["organ"] == "kidney" else 1), (row["organ"], components)

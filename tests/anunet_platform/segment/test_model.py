@@ -53,3 +53,22 @@ def test_a_model_name_and_another_depth_are_refused() -> None:
         depth_policy(_config("anunet-spleen-ct-L3", depth=2))
     with pytest.raises(ValueError, match="depth must be 'auto' or one of 1..4, got 'deep'"):
         depth_policy(_config("anunet-liver-ct", depth="deep"))
+
+
+def test_each_model_of_a_run_has_its_own_policy() -> None:
+    config = SegmentConfig(archive="a", out="o", model=("anunet-liver-ct", "anunet-spleen-ct-L2"), max_dice_drop=0.05)
+    assert depth_policy(config, "anunet-liver-ct") == ("liver", "CT", DepthPolicy(max_dice_drop=0.05))
+    assert depth_policy(config, "anunet-spleen-ct-L2") == ("spleen", "CT", DepthPolicy(depth=2, max_dice_drop=0.05))
+
+
+@pytest.mark.parametrize("models,message", [
+    (("anunet-liver-ct", "anunet-spleen-mr"), "the families are of CT and MR; one run segments one modality"),
+    (("anunet-liver-ct", "anunet-liver-ct-L2"), "two families segment the liver"),
+    (("anunet-liver-ct", "anunet-pancreas-ct"), "organ 'pancreas' has no label-map value"),
+])
+def test_several_models_must_be_one_per_organ_of_one_modality(models, message: str) -> None:
+    from anunet_platform.segment import select_models
+
+    # refused from the names alone, before the registry is asked (there is none here)
+    with pytest.raises(SegmentError, match=message):
+        select_models(SegmentConfig(archive="a", out="o", model=models, tracking_uri="sqlite:////nonexistent/x.db"))
