@@ -33,34 +33,20 @@ import numpy as np
 import psutil
 import torch
 
-from anunet_core import ANUNet, optimize_for_inference
+from anunet_core import optimize_for_inference
 from anunet_core.archives import discover_cases, load_case
 from anunet_core.preprocessing import preprocess_volume
 from anunet_core.synthetic import make_archive
 from anunet_platform import registry
 from anunet_platform.precision import autocast
 from anunet_platform.segment import SegmentConfig, run_segmentation
-from benchkit import cpu_name
+from benchkit import cpu_name, register_untrained
 
 SHAPE = (256, 256, 48)  # voxels per scan; 48 axial slices
 SPACING = (1.5, 1.5, 2.5)
 ORGANS = ("liver", "spleen", "kidney")
 FAMILIES = tuple(f"anunet-{organ}-ct" for organ in ORGANS)
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "segment.py"
-
-
-def register_untrained(uri: str, size: int) -> None:
-    """Register every depth of a seeded, untrained ANU-Net per organ (production)."""
-    import mlflow
-
-    for seed, organ in enumerate(ORGANS):
-        torch.manual_seed(seed)
-        model = ANUNet().eval()
-        run_id = mlflow.MlflowClient(uri).create_run(registry.ensure_experiment("bench-organs", uri)).info.run_id
-        metrics = {d: {"val_dice": 0.80 + 0.01 * d, "val_iou": 0.70 + 0.01 * d} for d in registry.DEPTHS}
-        registry.register_depths(model, run_id=run_id, organ=organ, modality="CT", metrics=metrics, alpha=0.5,
-                                 gamma=2.0, dataset_checksum="bench", input_size=size, uri=uri)
-        registry.promote(run_id, uri=uri)
 
 
 def bare_forward_seconds(archive: Path, depth: int, size: int, batch_size: int) -> tuple[int, float]:
@@ -120,7 +106,7 @@ def main() -> None:
         archive = work / "archive"
         make_archive(archive, cases=args.cases, modality="CT", fmt="nifti", seed=1, shape=SHAPE, spacing=SPACING)
         make_archive(work / "warm", cases=1, modality="CT", fmt="nifti", seed=9, shape=(64, 64, 8))
-        register_untrained(uri, args.size)
+        register_untrained(uri, args.size, ORGANS, "bench-organs")
 
         rows = []
         ray.init(logging_level="ERROR")

@@ -32,33 +32,18 @@ import numpy as np
 import psutil
 import torch
 
-from anunet_core import ANUNet, optimize_for_inference
+from anunet_core import optimize_for_inference
 from anunet_core.archives import discover_cases, load_case
 from anunet_core.preprocessing import preprocess_volume
 from anunet_core.synthetic import make_archive
 from anunet_platform import registry
 from anunet_platform.precision import autocast
 from anunet_platform.segment import SegmentConfig, run_segmentation
-from benchkit import run_with_peak_rss
+from benchkit import register_untrained, run_with_peak_rss
 
 SHAPE = (256, 256, 48)  # voxels per scan; 48 axial slices
 SPACING = (1.5, 1.5, 2.5)
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "segment.py"
-
-
-def register_untrained(uri: str, size: int) -> None:
-    """Register every depth of a seeded, untrained ANU-Net as anunet-liver-ct-L1..L4 (production)."""
-    import mlflow
-
-    torch.manual_seed(0)
-    model = ANUNet().eval()
-    run_id = mlflow.MlflowClient(uri).create_run(registry.ensure_experiment("bench-segment", uri)).info.run_id
-    metrics = {d: {"val_dice": 0.80 + 0.01 * d, "val_iou": 0.70 + 0.01 * d} for d in registry.DEPTHS}
-    registry.register_depths(
-        model, run_id=run_id, organ="liver", modality="CT", metrics=metrics, alpha=0.5, gamma=2.0,
-        dataset_checksum="bench", input_size=size, uri=uri,
-    )
-    registry.promote(run_id, uri=uri)
 
 
 def bare_forward_rate(archive: Path, depth: int, size: int, batch_size: int) -> tuple[int, float]:
@@ -108,7 +93,7 @@ def main() -> None:
         make_archive(warm, cases=1, modality="CT", fmt="nifti", seed=9, shape=(64, 64, 8))
         make_archive(small, cases=args.cases, modality="CT", fmt="nifti", seed=1, shape=SHAPE, spacing=SPACING)
         make_archive(large, cases=4 * args.cases, modality="CT", fmt="nifti", seed=1, shape=SHAPE, spacing=SPACING)
-        register_untrained(uri, args.size)
+        register_untrained(uri, args.size, experiment="bench-segment")
 
         rows = []
         ray.init(logging_level="ERROR")

@@ -1,5 +1,6 @@
 """What several benchmarks share: the CPU's name, peak memory of a job's whole process tree,
-and a plain single-process PyTorch training (the yardstick the platform is measured against)."""
+a plain single-process PyTorch training (the yardstick the platform is measured against), and
+untrained models registered for the segment benchmarks."""
 
 from __future__ import annotations
 
@@ -111,3 +112,22 @@ def plain_training(dataset: Path, epochs: int, batch_size: int, threads: int, va
                 for begin in range(0, len(val_images), 2 * batch_size):
                     model(val_images[begin : begin + 2 * batch_size])  # all four heads, as a worker scores them
     return PlainTraining(time.perf_counter() - start, rate)
+
+
+def register_untrained(uri: str, size: int, organs: Sequence[str] = ("liver",), experiment: str = "bench") -> None:
+    """Register every depth of a seeded, untrained ANU-Net as anunet-{organ}-ct-L1..L4 per organ
+    (one run each, promoted to ``production``): speed does not depend on the weights."""
+    import mlflow
+    import torch
+
+    from anunet_core import ANUNet
+    from anunet_platform import registry
+
+    for seed, organ in enumerate(organs):
+        torch.manual_seed(seed)
+        model = ANUNet().eval()
+        run_id = mlflow.MlflowClient(uri).create_run(registry.ensure_experiment(experiment, uri)).info.run_id
+        metrics = {d: {"val_dice": 0.80 + 0.01 * d, "val_iou": 0.70 + 0.01 * d} for d in registry.DEPTHS}
+        registry.register_depths(model, run_id=run_id, organ=organ, modality="CT", metrics=metrics, alpha=0.5,
+                                 gamma=2.0, dataset_checksum="bench", input_size=size, uri=uri)
+        registry.promote(run_id, uri=uri)
