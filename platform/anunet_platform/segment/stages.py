@@ -358,7 +358,10 @@ def _write_dicom_seg(label_map: np.ndarray, row: Mapping[str, Any], ctx: CaseCon
         write_dicom_seg(label_map, decode_source_headers(headers), segments, path)
     except Exception as exc:  # noqa: BLE001 - the SEG fails alone: the case keeps its NIfTI masks
         path.unlink(missing_ok=True)
-        return {"dicom_seg": None, "dicom_seg_error": one_line(exc)}
+        reason = one_line(exc)
+        if row.get("pseudonymized"):  # a reason may name a slice's file: never the patient's folder
+            reason = redact(reason, Case.from_dict(row))
+        return {"dicom_seg": None, "dicom_seg_error": reason}
     return {"dicom_seg": path.relative_to(ctx.out).as_posix(), "dicom_seg_error": None}
 
 

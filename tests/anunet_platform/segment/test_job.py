@@ -291,7 +291,8 @@ def test_real_scans_round_trip_their_geometry(trained, tmp_path: Path, folder: s
                                               caplog: pytest.LogCaptureFixture, same_geometry) -> None:
     archive = _real(folder)
     out = tmp_path / "out"
-    config = SegmentConfig(archive=archive, out=out, model=model, depth=1, tracking_uri=trained["uri"])
+    config = SegmentConfig(archive=archive, out=out, model=model, depth=1, tracking_uri=trained["uri"],
+                           output_format="nifti,dicom-seg")
     if modality == "MR":  # registered, never promoted: refused unless asked for
         with pytest.raises(registry.RegistryError, match=r"no version with alias 'production' for anunet-liver-mr-L1 .*--allow-unpromoted"):
             run_segmentation(config)
@@ -301,6 +302,12 @@ def test_real_scans_round_trip_their_geometry(trained, tmp_path: Path, folder: s
     case = discover_cases(archive)[0]
     source = read_volume(case.image, modality=modality)
     same_geometry(out / "masks" / f"{case.case_id}.nii.gz", source)
+    (row,) = manifest(out)
+    if modality == "CT":  # its slices' Study, Series and SOP Instance UIDs are blank: no SEG can reference them
+        assert row["dicom_seg"] is None and "has no StudyInstanceUID: the source series cannot be referenced" in (
+            row["dicom_seg_error"]), row["dicom_seg_error"]
+    else:  # a NIfTI scan: no SEG, and no error
+        assert (row["dicom_seg"], row["dicom_seg_error"]) == (None, None)
     if modality == "MR":
         assert "has no alias 'production'; using its newest version" in caplog.text
 
