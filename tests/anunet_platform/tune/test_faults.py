@@ -1,8 +1,10 @@
-"""Tuning under real failures: a trial whose process is killed is retried and resumes its
-training (``FailureConfig``); a driver killed mid-experiment resumes under its ``--name``.
+"""Tuning under real failures: a driver killed mid-experiment resumes under its ``--name``;
+a trial whose process is killed is retried and resumes its training (``FailureConfig``).
 
 Every kill is a real SIGKILL of a real process on a real local Ray cluster, with a real MLflow
-SQLite store. The dataset is the smallest that trains: 4 synthetic cases at 32 px.
+SQLite store. Both kills hit one experiment (each costs trials that train): the driver first,
+then a trial of the driver that resumed it. The dataset is the package's shared one
+(``small_dataset``: 5 synthetic cases at 64 px).
 """
 
 from __future__ import annotations
@@ -19,17 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from testkit import ingest_synthetic_ct
 
 from anunet_platform.tune import METRIC, SearchConfig
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def small_dataset(tmp_path_factory) -> Path:
-    """4 synthetic CT cases ingested at 32 px: 16 training slices, 8 validation slices."""
-    return ingest_synthetic_ct(tmp_path_factory.mktemp("tune-faults"), cases=4, shape=(48, 48, 8), size=32)
 
 
 def _wait_for(condition: Callable[[], object], what: str, alive: Callable[[], bool], timeout_s: float = 300) -> None:
@@ -57,6 +52,19 @@ def _checkpoints(train_run: Path) -> int:
 def _trial_id(trial: Path) -> str:
     with (trial / "result.json").open() as handle:
         return json.loads(handle.readline())["trial_id"]
+
+
+def _other_trial(experiment: Path, first: str) -> str | None:
+    """The id of a trial other than ``first`` that has reported an epoch whose checkpoint Ray
+    Train has registered, once there is one (``None`` until then)."""
+    for trial in _reported_trials(experiment):
+        try:
+            trial_id = _trial_id(trial)
+        except (OSError, ValueError, KeyError):  # its first result half written
+            continue
+        if trial_id != first and _checkpoints(experiment / "train" / f"{experiment.name}-{trial_id}"):
+            return trial_id
+    return None
 
 
 def _progress(trial: Path) -> list[dict[str, str]]:
@@ -129,57 +137,6 @@ def test_a_restored_experiment_keeps_its_trials_results_and_times(tmp_path: Path
     assert again[0] > first[1], "the rerun's start, recorded after the restore"
 
 
-@pytest.mark.slow
-def test_a_trial_whose_process_is_killed_is_retried_and_resumes_its_training(
-    tmp_path: Path, small_dataset: Path, monkeypatch
-) -> None:
-    """SIGKILL the trial's own process (Tune's function trainable, which runs the TorchTrainer)
-    once its first epoch is checkpointed: Tune starts the trial again (``max_failures``), its
-    TorchTrainer resumes at the second epoch, and the experiment ends with the trial completed,
-    one Dice per epoch and one MLflow child run."""
-    import ray
-    from anunet_platform.tune import run_tuning
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    config = SearchConfig(data=small_dataset, num_samples=1, epochs=2, batch_size=8, name="retried", max_failures=1,
-                          storage_path=tmp_path / "ray_results", time_budget_s=600)
-    experiment = tmp_path / "ray_results" / "retried"
-    # 3 CPUs: a trial (a worker and its input pipeline) fits with one to spare, so the retry need not wait
-    # for Ray Train's PlacementGroupCleaner to free the killed trial's workers (it asks the dashboard)
-    ray.init(num_cpus=3, include_dashboard=True, logging_level="ERROR")
-    try:
-        outcome: dict = {}
-        tuning = threading.Thread(target=lambda: outcome.setdefault("outcome", run_tuning(config)), daemon=True)
-        tuning.start()
-        # Tune has the first epoch's result, and Ray Train its checkpoint
-        _wait_for(lambda: _reported_trials(experiment) and any(_checkpoints(run) for run in experiment.glob("train/*")),
-                  "the first epoch", alive=tuning.is_alive)
-        victims = _our_processes("ray::ImplicitFunc")  # the trial's process: tune_trial, its TorchTrainer's owner
-        assert len(victims) == 1, victims
-        os.kill(victims[0], signal.SIGKILL)
-        tuning.join(timeout=600)
-        assert "outcome" in outcome, "run_tuning did not return"
-    finally:
-        ray.shutdown()
-
-    (row,) = outcome["outcome"].report.rows
-    assert row.error is None and row.status == "completed" and len(row.dice_history) == 2, row
-    (trial,) = _reported_trials(experiment)
-    attempts = [(int(r["epoch"]), int(r["resumed_from_epoch"]), int(r["training_iteration"])) for r in _progress(trial)]
-    # epoch 0 by the first attempt; epoch 1 by the retry, resumed from the checkpoint of epoch 0,
-    # which Tune counts from iteration 1 again (hence EPOCHS_DONE)
-    assert attempts[0] == (0, 0, 1) and attempts[-1] == (1, 1, 1), attempts
-    assert [int(r["epochs_done"]) for r in _progress(trial)][-1] == 2
-    client = MlflowClient(uri)
-    parent_run_id = outcome["outcome"].mlflow_parent_run_id
-    (child,) = client.search_runs([client.get_experiment_by_name("anunet-tune").experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
-    assert child.info.status == "FINISHED"
-    assert sorted({m.step for m in client.get_metric_history(child.info.run_id, "val_dice")}) == [0, 1]
-
-
 def _kill_process_tree(process: subprocess.Popen) -> list[int]:
     """SIGKILL a process started in its own session: its process group and every descendant
     (Ray's GCS, raylet, dashboard, workers); returns the pids killed, once all are gone."""
@@ -199,14 +156,22 @@ def _kill_process_tree(process: subprocess.Popen) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_driver_killed_mid_experiment_resumes_under_its_name(
+def test_a_killed_driver_resumes_under_its_name_and_a_killed_trial_is_retried(
     tmp_path: Path, small_dataset: Path, monkeypatch
 ) -> None:
-    """Run ``jobs/tune.py`` (its own local Ray) and SIGKILL its whole process tree once the
-    first trial has reported its first epoch: the same ``--name`` restores the experiment (same
-    trials, same MLflow parent run), resumes the interrupted trial from its checkpoint, runs the
-    other, and ends as an experiment never killed does: every trial with a Dice per epoch, the
-    report files, one finished child run per trial."""
+    """One experiment, two real faults (each used to be a test of its own; together they cost
+    one trial start more than the driver's alone).
+
+    The driver: run ``jobs/tune.py`` (its own local Ray) and SIGKILL its whole process tree once
+    the first trial has reported its first epoch: the same ``--name`` restores the experiment
+    (same trials, same MLflow parent run), resumes the interrupted trial from its checkpoint,
+    runs the other, and ends as an experiment never killed does: every trial with a Dice per
+    epoch, the report files, one finished child run per trial.
+
+    A trial: once the other trial's first epoch is checkpointed, SIGKILL its own process (Tune's
+    function trainable, which runs the TorchTrainer): the restored driver starts the trial again
+    (``--max-failures``), its TorchTrainer resumes at the second epoch, and it ends completed,
+    one Dice per epoch, in one MLflow child run."""
     import ray
     from anunet_platform.cli import tune_parser
     from anunet_platform.tune import run_tuning
@@ -218,8 +183,8 @@ def test_a_driver_killed_mid_experiment_resumes_under_its_name(
     # --grace-period 2: ASHA stops no trial, so none waits on Ray Train's PlacementGroupCleaner,
     # which fails where another Ray cluster runs on the same host (it guesses the cluster)
     argv = ["--data", str(small_dataset), "--num-samples", "2", "--epochs", "2", "--grace-period", "2",
-            "--max-concurrent-trials", "1", "--batch-size", "8", "--name", name, "--storage-path", str(storage),
-            "--time-budget-s", "900"]
+            "--max-concurrent-trials", "1", "--max-failures", "1", "--batch-size", "8", "--name", name,
+            "--storage-path", str(storage), "--time-budget-s", "900"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
         "MLFLOW_TRACKING_URI": uri,
         "TUNE_GLOBAL_CHECKPOINT_S": "1",  # the experiment's state on disk follows its trials closely
@@ -239,22 +204,41 @@ def test_a_driver_killed_mid_experiment_resumes_under_its_name(
     assert not (experiment / "trials.csv").exists(), "the killed run never got to its report"
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    ray.init(num_cpus=2, include_dashboard=True, logging_level="ERROR")
+    # 3 CPUs: a trial (a worker and its input pipeline) fits with one to spare, so the killed trial's
+    # retry need not wait for Ray Train's PlacementGroupCleaner to free its workers (it asks the dashboard)
+    ray.init(num_cpus=3, include_dashboard=True, logging_level="ERROR")
     try:
-        outcome = run_tuning(SearchConfig(**vars(tune_parser().parse_args(argv))))
+        outcome: dict = {}
+        config = SearchConfig(**vars(tune_parser().parse_args(argv)))
+        tuning = threading.Thread(target=lambda: outcome.setdefault("outcome", run_tuning(config)), daemon=True)
+        tuning.start()
+        # the other trial: Tune has its first epoch's result, and Ray Train its checkpoint
+        _wait_for(lambda: _other_trial(experiment, first), "the other trial's first epoch", alive=tuning.is_alive)
+        second = _other_trial(experiment, first)
+        victims = _our_processes("ray::ImplicitFunc")  # the trial's process: tune_trial, its TorchTrainer's owner
+        assert len(victims) == 1, victims
+        os.kill(victims[0], signal.SIGKILL)
+        tuning.join(timeout=600)
+        assert "outcome" in outcome, "run_tuning did not return"
     finally:
         ray.shutdown()
 
+    outcome = outcome["outcome"]
     report = outcome.report
-    assert outcome.trials == 2 and first in {r.trial_id for r in report.rows}, "the killed experiment, restored"
+    assert outcome.trials == 2 and {first, second} == {r.trial_id for r in report.rows}, "the killed experiment, restored"
     for r in report.rows:  # as in a run never killed: each epoch's Dice once, the times of every trial
         assert r.error is None and r.status == "completed" and len(r.dice_history) == 2, r
         assert r.started is not None and r.ended > r.started, r
     assert sum(r.is_default for r in report.rows) == 1 and report.comparison is not None
     assert report.observed_concurrency == 1
     progress = {_trial_id(trial): _progress(trial) for trial in _reported_trials(experiment)}
-    # the interrupted trial: epoch 0 before the kill (kept), epoch 1 after, resumed from its checkpoint
+    # the trial the driver's kill interrupted: epoch 0 before the kill (kept), epoch 1 after, resumed from its checkpoint
     assert [(int(r["epoch"]), int(r["resumed_from_epoch"])) for r in progress[first]] == [(0, 0), (1, 1)]
+    # the trial whose process was killed: epoch 0 by its first attempt; epoch 1 by the retry, resumed from
+    # the checkpoint of epoch 0, which Tune counts from iteration 1 again (hence EPOCHS_DONE)
+    attempts = [(int(r["epoch"]), int(r["resumed_from_epoch"]), int(r["training_iteration"])) for r in progress[second]]
+    assert attempts[0] == (0, 0, 1) and attempts[-1] == (1, 1, 1), attempts
+    assert [int(r["epochs_done"]) for r in progress[second]][-1] == 2
     for file in ("trials.csv", "trials.md", "dice_alpha_gamma.png"):
         assert (experiment / file).stat().st_size > 0
     with (experiment / "trials.csv").open() as handle:

@@ -8,18 +8,11 @@ import math
 from pathlib import Path
 
 import pytest
-from testkit import ingest_synthetic_ct
 
 from anunet_platform.tune import SearchConfig
 from testkit import running_mlflow_server
 
 from anunet_core.vocabulary import DEPTHS
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> Path:
-    """5 synthetic CT cases ingested at 64 px (4 train, 1 val... as the split gives)."""
-    return ingest_synthetic_ct(tmp_path_factory.mktemp("tune-data"), cases=5, shape=(64, 64, 12), size=64)
 
 
 class _Records(logging.Handler):
@@ -37,7 +30,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_more_trials_than_fit_finish_one_at_a_time_on_two_cpus(tmp_path: Path, tiny_dataset: Path, monkeypatch) -> None:
+def test_more_trials_than_fit_finish_one_at_a_time_on_two_cpus(tmp_path: Path, small_dataset: Path, monkeypatch) -> None:
     """Today's hang, reproduced: 3 trials on a 2-CPU cluster where one trial (1 worker CPU +
     1 for its input pipeline) fills it (3, not more: each trial costs about a minute of CI). Before the fix every trial started at once and no
     epoch ever finished; the time budget turns a hang into a failure here."""
@@ -51,7 +44,7 @@ def test_more_trials_than_fit_finish_one_at_a_time_on_two_cpus(tmp_path: Path, t
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     ray.init(num_cpus=2, include_dashboard=True, logging_level="ERROR")  # Train's PlacementGroupCleaner asks it
     try:
-        config = SearchConfig(data=tiny_dataset, num_samples=3, epochs=1, batch_size=8, name="three-on-two",
+        config = SearchConfig(data=small_dataset, num_samples=3, epochs=1, batch_size=8, name="three-on-two",
                               storage_path=tmp_path / "ray_results", time_budget_s=1200)
         outcome = run_tuning(config)
     finally:
@@ -109,7 +102,7 @@ def mlflow_server(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_tpe_with_asha_against_a_tracking_server_and_restored(tmp_path: Path, tiny_dataset: Path, mlflow_server: str, monkeypatch) -> None:
+def test_tpe_with_asha_against_a_tracking_server_and_restored(tmp_path: Path, small_dataset: Path, mlflow_server: str, monkeypatch) -> None:
     """TPE through a ConcurrencyLimiter: 2 trials at a time on 4 CPUs, ASHA over 2 epochs,
     every trial a child run on a real MLflow server; the same name restores the experiment.
     The trials decode their data once (--cache-data), the path the streaming test leaves out."""
@@ -120,7 +113,7 @@ def test_tpe_with_asha_against_a_tracking_server_and_restored(tmp_path: Path, ti
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     ray.init(num_cpus=4, include_dashboard=True, logging_level="ERROR")
     try:
-        config = SearchConfig(data=tiny_dataset, num_samples=3, epochs=2, batch_size=8, search="tpe", name="tpe-three",
+        config = SearchConfig(data=small_dataset, num_samples=3, epochs=2, batch_size=8, search="tpe", name="tpe-three",
                               storage_path=tmp_path / "ray_results", time_budget_s=1200, cache_data=True)
         outcome = run_tuning(config)
         report = outcome.report
@@ -140,7 +133,8 @@ def test_tpe_with_asha_against_a_tracking_server_and_restored(tmp_path: Path, ti
         assert all(client.get_metric_history(c.info.run_id, "val_dice_L4") for c in children)
         assert {c.info.status for c in children} == {"FINISHED"}  # ASHA-stopped trials' runs are ended too
 
-        # the driver comes back: the same name restores the finished experiment, no new trials
+        # the driver comes back: the same name restores the finished experiment, no new trials (seconds: no
+        # trial runs; not the fault test's resume, which restores a random search mid-experiment)
         again = run_tuning(config)
         assert again.trials == 3 and again.mlflow_parent_run_id == outcome.mlflow_parent_run_id
         assert again.best_config == outcome.best_config
