@@ -11,7 +11,7 @@ organ) lies in ``masks/{organ}/{case_id}.nii.gz`` naming its own model version.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,6 @@ from anunet_platform.segment.config import SegmentError
 __all__ = [
     "OrganOutput",
     "check_labels_file",
-    "from_dicts",
     "label_map_description",
     "labels_document",
     "mask_description",
@@ -129,7 +128,3 @@ def organ_outputs(selected: Sequence[Any]) -> list[OrganOutput]:
                     postprocess=s.postprocess.apply, postprocess_reason=s.postprocess.reason)
         for s in selected
     ]
-
-
-def from_dicts(items: Sequence[Mapping[str, Any]]) -> list[OrganOutput]:
-    return [OrganOutput(**dict(item)) for item in items]

@@ -58,7 +58,7 @@ def _run(todo: list[dict[str, Any]], selected: list[SelectedModel], config: Segm
     first = selected[0]
     ctx = CaseContext(
         out=config.out, organs=tuple(organ_outputs(selected)), size=first.input_size, previews=config.previews,
-        formats=config.output_format, modality=first.modality,
+        formats=config.output_format,
     )
     weights = ray.put([s.state_dict for s in selected])
     dataset = ray.data.from_items(todo, override_num_blocks=len(todo))

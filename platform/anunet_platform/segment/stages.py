@@ -167,11 +167,6 @@ class SliceSegmenter:
             self.nets.append(optimize_for_inference(network.eval(), network.depth).to(self.device))
         self.size, self.batch_size = size, batch_size
 
-    @property
-    def net(self):
-        """The first organ's network (one organ: the network)."""
-        return self.nets[0]
-
     def segment(self, slices: np.ndarray) -> np.ndarray:
         """``(K, size, size)`` float slices -> float16 probabilities ``(O, K, size, size)``
         (``(K, size, size)`` with one organ)."""
@@ -223,7 +218,6 @@ class CaseContext:
     size: int
     previews: bool
     formats: tuple[str, ...] = ("nifti",)
-    modality: str = "CT"
 
     @property
     def several(self) -> bool:
