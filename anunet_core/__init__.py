@@ -4,8 +4,9 @@ One concept per module (README "Architecture" has the whole tree):
 
 - ``vocabulary``: organs, modalities, depths and label tables, with their checks;
 - ``errors``: the one formatter of error reasons (:func:`~anunet_core.errors.one_line`);
-- ``model`` (ANU-Net and pruning), ``inference`` (the deployment fast path), ``loss`` (the
-  hybrid loss of Eq. 8), ``metrics`` (Eq. 9-12 and surface distances), ``augmentation``;
+- ``model`` (ANU-Net and pruning), ``inference`` (the deployment fast path), ``anytime`` (the
+  incremental forward, one depth at a time), ``adaptive`` (per-slice adaptive depth), ``loss``
+  (the hybrid loss of Eq. 8), ``metrics`` (Eq. 9-12 and surface distances), ``augmentation``;
 - ``io`` (volumes, NIfTI, DICOM series, DICOM SEG, label alignment, atomic writes),
   ``archives`` (every archive layout), ``preprocessing`` (shared by training and inference;
   one organ's mask or several organs' label map back on the scan), ``postprocessing`` (each
@@ -29,6 +30,14 @@ _EXPORTS = {
     "prune": "anunet_core.model",
     "HybridLoss": "anunet_core.loss",
     "optimize_for_inference": "anunet_core.inference",
+    "NodeCache": "anunet_core.anytime",
+    "anytime_deepen": "anunet_core.anytime",
+    "anytime_start": "anunet_core.anytime",
+    "cache_bytes_per_slice": "anunet_core.anytime",
+    "depth_gflops": "anunet_core.anytime",
+    "SliceRecord": "anunet_core.adaptive",
+    "segment_adaptive": "anunet_core.adaptive",
+    "segment_fixed": "anunet_core.adaptive",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from anunet_core.anytime import NodeCache, anytime_deepen, anytime_start
 from anunet_core.model import ANUNet, prune
 
 
@@ -50,7 +51,8 @@ class InferenceNet(nn.Module):
 
     Build it with :func:`optimize_for_inference`. ``forward(x)`` takes ``(B, C, H, W)`` and
     returns the ``d`` head logits, each ``(B, 1, H, W)``, like the source network at depth
-    ``d``; gradients are never tracked.
+    ``d``; gradients are never tracked. :meth:`start` and :meth:`deepen` run the same network one
+    depth at a time (:mod:`anunet_core.anytime`), for per-slice adaptive depth.
     """
 
     def __init__(self, network: ANUNet) -> None:
@@ -61,6 +63,19 @@ class InferenceNet(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         with torch.inference_mode():
             return self.network(x.contiguous(memory_format=torch.channels_last))
+
+    def start(self, x: torch.Tensor) -> tuple[NodeCache, torch.Tensor]:
+        """Depth 1 of an anytime forward (:func:`~anunet_core.anytime.anytime_start`) on ``x``
+        ``(B, C, H, W)``: ``(cache, head-1 logits (B, 1, H, W))``."""
+        with torch.inference_mode():
+            return anytime_start(self.network, x.contiguous(memory_format=torch.channels_last))
+
+    def deepen(self, cache: NodeCache, rows: torch.Tensor | None = None) -> tuple[NodeCache, torch.Tensor]:
+        """One depth more for the slices ``rows`` of ``cache`` (``None`` = all)
+        (:func:`~anunet_core.anytime.anytime_deepen`): ``(cache, logits (len(rows), 1, H, W))``;
+        ``ValueError`` past ``self.depth``."""
+        with torch.inference_mode():
+            return anytime_deepen(self.network, cache, rows)
 
 
 def optimize_for_inference(model: ANUNet, depth: int | None = None) -> InferenceNet:
