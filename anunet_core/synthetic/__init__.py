@@ -19,6 +19,8 @@ One concept per module:
 - ``dicom``: :func:`write_dicom_series`, :func:`write_dicom_archive`;
 - ``chaos``: :func:`write_chaos_mr` and :func:`write_png_gray`;
 - ``archive``: :func:`make_archive` and the format/layout table;
+- ``hard_cases``: :func:`make_qc_cohort`, a CT test cohort with cases made hard on purpose
+  (:data:`HARD_KINDS`) for quality control, and ``cohort.json`` naming each case's kind;
 - ``files``: atomic file and folder writes shared by the writers.
 
 Why it is hard (a model that learns nothing scores badly)
@@ -73,6 +75,7 @@ from anunet_core.synthetic.dicom import (
     write_dicom_archive,
     write_dicom_series,
 )
+from anunet_core.synthetic.hard_cases import HARD_KINDS, make_qc_cohort
 from anunet_core.synthetic.nifti import write_lits, write_msd, write_nifti_pairs
 from anunet_core.synthetic.phantom import (
     DEFAULT_SHAPE,
@@ -87,12 +90,14 @@ __all__ = [
     "CT_IMAGE_STORAGE",
     "DEFAULT_SHAPE",
     "DEFAULT_SPACING",
+    "HARD_KINDS",
     "MR_IMAGE_STORAGE",
     "Phantom",
     "TISSUES",
     "case_seed",
     "make_archive",
     "make_phantom",
+    "make_qc_cohort",
     "trivial_predictor_dice",
     "write_chaos_mr",
     "write_dicom_archive",
