@@ -7,7 +7,10 @@ A training run registers one model per pruning depth, ``anunet-{organ}-{modality
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from anunet_core.vocabulary import DEPTHS, MAX_DEPTH, MODALITIES, is_depth
@@ -67,6 +70,41 @@ class RegisteredDepth:
     @property
     def params(self) -> int:
         return int(self.tags.get("params", "0"))
+
+    @property
+    def val_case_dice(self) -> tuple[float, ...]:
+        """The volume Dice (0..1) of each validation case at this depth, from the tag
+        ``val_case_dice`` (a JSON list of numbers, the same cases in the same order for every
+        depth of a run; :meth:`case_dice_tag` writes it); ``()`` when the tag is missing.
+        A bad tag is a :class:`ValueError` (one line)."""
+        raw = self.tags.get("val_case_dice")
+        if raw is None:
+            return ()
+        try:
+            values = json.loads(raw)
+        except ValueError:
+            values = None
+        if not isinstance(values, list) or not all(_is_dice(v) for v in values):
+            shown = raw if len(raw) <= 60 else raw[:57] + "..."
+            raise ValueError(
+                f"tag val_case_dice of {self.name} v{self.version} must be a JSON list of Dice values in [0, 1], got {shown!r}"
+            )
+        return tuple(float(v) for v in values)
+
+    @staticmethod
+    def case_dice_tag(values: Iterable[float]) -> str:
+        """The ``val_case_dice`` tag of per-case volume Dice values: a JSON list, 6 decimals
+        (at most 9 characters a case; MLflow keeps model-version tag values of up to 100,000)."""
+        dice = [float(v) for v in values]
+        if not all(_is_dice(v) for v in dice):
+            raise ValueError(f"val_case_dice must be Dice values in [0, 1], got {dice!r}")
+        return json.dumps([round(v, 6) for v in dice], separators=(",", ":"))
+
+
+def _is_dice(value: object) -> bool:
+    """A number (not a bool) in [0, 1]."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and 0.0 <= value <= 1.0)
 
 
 def registered_model_name(organ: str, modality: str, depth: int) -> str:
