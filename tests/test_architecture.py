@@ -3,7 +3,7 @@
 - anunet_core imports neither Ray, MLflow nor anunet_platform;
 - no import cycle between modules;
 - a stage (ingest, train, tune, segment, evaluate) imports no other stage, only the shared
-  layer (contracts, registry, selection, cluster, precision, logs); the one allowed exception
+  layer (contracts, registry, selection, calibration, qc, cluster, precision, logs); the one allowed exception
   is tune -> train (a tuning trial is a training run);
 - only the registry package imports mlflow;
 - the vocabulary, the error formatter and the contracts are defined once: no other module
@@ -22,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ROOTS = {"anunet_core": REPO / "anunet_core", "anunet_platform": REPO / "platform" / "anunet_platform"}
 STAGES = ("ingest", "train", "tune", "segment", "evaluate")
-SHARED = ("contracts", "registry", "selection", "cluster", "precision", "logs")
+SHARED = ("contracts", "registry", "selection", "calibration", "qc", "cluster", "precision", "logs")
 ALLOWED_STAGE_IMPORTS = {("tune", "train")}
 
 

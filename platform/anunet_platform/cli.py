@@ -225,6 +225,12 @@ def train_parser() -> argparse.ArgumentParser:
         help=f"restarts from the latest checkpoint after a worker failure (default {failures})",
     )
     parser.add_argument("--register", action="store_true", help="register one model per depth in MLflow (alias candidate)")
+    drop = _default(TrainConfig, "adaptive_max_dice_drop")
+    parser.add_argument(
+        "--adaptive-max-dice-drop", type=_fraction, default=drop,
+        help="with --register: calibrate the per-slice exit rule of segment --depth adaptive on the validation cases "
+        f"so that their expected volume Dice stays within this of the deepest head's (default {drop:g})",
+    )
     return parser
 
 
@@ -276,9 +282,9 @@ def tune_parser() -> argparse.ArgumentParser:
 
 def _depth_flag(value: str) -> str:
     text = value.strip().lower()
-    if text == "auto" or (text.isdigit() and int(text) in DEPTHS):
+    if text in ("auto", "adaptive") or (text.isdigit() and int(text) in DEPTHS):
         return text
-    raise argparse.ArgumentTypeError(f"must be auto or one of {DEPTHS[0]}..{DEPTHS[-1]}, got {value!r}")
+    raise argparse.ArgumentTypeError(f"must be auto, adaptive or one of {DEPTHS[0]}..{DEPTHS[-1]}, got {value!r}")
 
 
 def _positive_float(value: str) -> float:
@@ -315,12 +321,15 @@ def segment_parser() -> argparse.ArgumentParser:
     )
     depth = _default(SegmentConfig, "depth")
     parser.add_argument(
-        "--depth", type=_depth_flag, default=depth, help=f"auto or a fixed depth {DEPTHS[0]}..{DEPTHS[-1]} (default {depth})"
+        "--depth", type=_depth_flag, default=depth, help=f"auto (one depth chosen from the validation cases), adaptive (each slice stops at the first depth whose "
+        f"heads agree, by the exit rule calibrated at registration) or a fixed depth {DEPTHS[0]}..{DEPTHS[-1]} "
+        f"(default {depth})"
     )
     drop = _default(SegmentConfig, "max_dice_drop")
     parser.add_argument(
         "--max-dice-drop", type=_fraction, default=drop,
-        help=f"auto: the smallest depth whose validation Dice is within this of the best depth's (default {drop})",
+        help=f"auto: the smallest depth whose volume Dice is within this of the best depth's with 95%% confidence over "
+        f"the validation cases (default {drop})",
     )
     parser.add_argument(
         "--latency-budget-ms", type=_positive_float, default=_default(SegmentConfig, "latency_budget_ms"),

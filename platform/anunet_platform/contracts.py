@@ -154,6 +154,7 @@ class DatasetSummary:
     errors: int = 0
     checksum: str = ""
     seconds: float = 0.0
+    empty_slice_fraction: float | None = None  # share of organ-free slices kept (None: written before it was recorded)
 
     def table(self) -> str:
         lines = [f"{'split':<6} {'cases':>6} {'slices':>7} {'organ slices':>13} {'organ pixel %':>14}"]
@@ -271,6 +272,17 @@ MANIFEST_SCHEMA = pa.schema(
         ("border_sides", pa.string()),  # which edges, as RAS letters ("S", "I,S")
         ("dicom_seg", pa.string()),  # OUT-relative path of the case's DICOM SEG
         ("dicom_seg_error", pa.string()),  # why the SEG could not be written (the NIfTI mask was)
+        # the nested heads: which depth each slice used, what it cost, and quality control
+        ("exit_rule", pa.string()),  # --depth adaptive: the calibrated per-slice exit rule; null at a fixed depth
+        ("depth_histogram", pa.list_(pa.int32())),  # slices that stopped at L1..L4 (a fixed depth d: all at d)
+        ("gflop_per_slice", pa.float64()),  # the network's GFLOP per slice along the path each slice took
+        ("head_agreement", pa.float64()),  # volume Dice of the final masks with the next-shallower heads' masks
+        ("uncertain_fraction", pa.float64()),  # share of the case's pixels (model grid) with p in (0.1, 0.9)
+        ("volume_z", pa.float64()),  # organ_ml against the training cases' volumes (null: not registered)
+        ("deep_slice_fraction", pa.float64()),  # slices that needed the deepest depth (null at a fixed depth)
+        ("qc_score", pa.float64()),  # 0..1, 1 = no sign of trouble; below 0.5 = needs review
+        ("needs_review", pa.bool_()),
+        ("review_reasons", pa.string()),  # "; "-joined, null when none
     ]
 )
 

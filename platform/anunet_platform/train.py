@@ -32,13 +32,19 @@ import torch
 
 from anunet_core import ANUNet, HybridLoss
 from anunet_core.augmentation import AugmentationConfig, augment_batch
-from anunet_core.metrics import ConfusionCounts, confusion_counts, dice, iou, precision, recall
-from anunet_core.postprocessing import postprocess_organ
+from anunet_core.metrics import ConfusionCounts, dice, iou, precision, recall
+from anunet_core.anytime import depth_gflops
 from anunet_core.vocabulary import DEPTHS
 from anunet_platform import registry
 from anunet_platform.cluster import cluster_shape, init_ray, warn_if_ephemeral
-from anunet_platform.contracts import DatasetSummary, decode_batch, decode_slices, read_summary, split_files
-from anunet_platform.selection import decide_postprocessing
+from anunet_platform.contracts import DatasetSummary, decode_batch, read_summary, split_files
+from anunet_platform.calibration import (
+    DEFAULT_ADAPTIVE_MAX_DICE_DROP,
+    registration_tags,
+    score_validation,
+    training_volumes,
+    validation_rows,
+)
 from anunet_platform.logs import configure_job_logging
 from anunet_platform.precision import autocast, bf16_is_fast
 
@@ -76,6 +82,9 @@ class TrainConfig:
         cache_data: decode the splits once into the object store before training (for
             datasets that fit in memory: the workers then get every CPU, no input pipeline
             runs beside them); otherwise they stream from Parquet every epoch.
+        adaptive_max_dice_drop: at registration, the exit rule of ``segment --depth adaptive``
+            is calibrated on the validation cases so that their expected volume Dice stays
+            within this of the deepest head's (:mod:`anunet_platform.calibration`).
     """
 
     data: Path
@@ -97,6 +106,7 @@ class TrainConfig:
     mlflow_run_id: str | None = None
     register: bool = False
     cache_data: bool = False
+    adaptive_max_dice_drop: float = DEFAULT_ADAPTIVE_MAX_DICE_DROP
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data))
@@ -108,6 +118,8 @@ class TrainConfig:
             raise ValueError(f"--alpha must be in [0, 1], got {self.alpha}")
         if self.gamma < 0:
             raise ValueError(f"--gamma must be >= 0, got {self.gamma}")
+        if not 0.0 <= self.adaptive_max_dice_drop <= 1.0:
+            raise ValueError(f"--adaptive-max-dice-drop must be in [0, 1] (a Dice difference), got {self.adaptive_max_dice_drop}")
         if self.learning_rate <= 0 or self.batch_size < 1:
             raise ValueError(f"--learning-rate must be > 0 and --batch-size >= 1, got {self.learning_rate}, {self.batch_size}")
 
@@ -219,70 +231,6 @@ def depth_metrics(counts: list[ConfusionCounts]) -> dict[str, float]:
         metrics[f"val_recall_L{d}"] = float(recall(c))
     metrics["val_dice"] = metrics[f"val_dice_L{DEPTHS[-1]}"]  # the deepest head: what Tune optimises
     return metrics
-
-
-# ----------------------------------------------------------------------------------------------
-# Validation cases: volume Dice per case and depth, without and with post-processing
-# ----------------------------------------------------------------------------------------------
-
-VALIDATION_BATCH = 16  # slices per forward when the registered network is scored per case
-
-
-def volume_dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two 0/1 volumes of one shape (1.0 when both are empty)."""
-    counts = confusion_counts(torch.from_numpy(np.asarray(pred, bool)), torch.from_numpy(np.asarray(truth, bool)),
-                              per="volume")
-    return float(dice(counts))
-
-
-def validation_cases(model: ANUNet, data: Path, organ: str) -> dict[int, list[dict[str, Any]]]:
-    """Every validation case scored by every head of ``model``: ``{depth: [{"case_id",
-    "dice", "dice_postprocessed"}]}``, the volume Dice of the case's slices (in the model's
-    grid: its voxels are the dataset's resized pixels times the slice step, in mL through the
-    ``spacing`` column) without and with :func:`~anunet_core.postprocessing.postprocess_organ`.
-
-    One forward per batch of slices gives the four heads; the cases are read one Parquet
-    shard at a time (``val/<case_id>.parquet``), so memory holds one case."""
-    import pyarrow.parquet as pq
-
-    model = model.eval()
-    scores: dict[int, list[dict[str, Any]]] = {d: [] for d in DEPTHS[: model.depth]}
-    for path in split_files(data, "val"):
-        table = pq.read_table(path, columns=["case_id", "slice_index", "image", "mask", "size", "spacing"])
-        if table.num_rows == 0:
-            continue
-        table = table.sort_by("slice_index")
-        images, truth = decode_slices(table)
-        row_mm, col_mm, step_mm = table.column("spacing")[0].as_py()
-        voxel_ml = row_mm * col_mm * step_mm / 1000.0
-        preds = np.empty((len(scores), *truth.shape), dtype=bool)
-        with torch.no_grad():
-            for start in range(0, len(images), VALIDATION_BATCH):
-                chunk = torch.from_numpy(images[start : start + VALIDATION_BATCH])[:, None]
-                for d, logits in enumerate(model(chunk)):
-                    preds[d, start : start + len(chunk)] = (logits[:, 0] > 0).numpy()
-        case_id = table.column("case_id")[0].as_py()
-        for d, pred in zip(scores, preds):
-            kept = postprocess_organ(pred, organ, voxel_ml).mask
-            scores[d].append({"case_id": case_id, "dice": volume_dice(pred, truth),
-                              "dice_postprocessed": volume_dice(kept, truth)})
-    return scores
-
-
-def postprocessing_tags(scores: dict[int, list[dict[str, Any]]]) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, str]]]:
-    """Per depth: the metrics (``val_volume_dice`` and ``val_volume_dice_postprocessed``, the
-    means over the validation cases; none without a case) and the tags (``postprocess`` on/off
-    by :func:`~anunet_platform.selection.decide_postprocessing`, its reason, ``val_cases``)."""
-    metrics, tags = {}, {}
-    for depth, cases in scores.items():
-        before = [c["dice"] for c in cases]
-        after = [c["dice_postprocessed"] for c in cases]
-        decision = decide_postprocessing(before, after)
-        tags[depth] = {"postprocess": "on" if decision.apply else "off", "postprocess_reason": decision.reason,
-                       "val_cases": str(len(cases))}
-        metrics[depth] = ({"val_volume_dice": float(np.mean(before)), "val_volume_dice_postprocessed": float(np.mean(after))}
-                          if cases else {})
-    return metrics, tags
 
 
 # ----------------------------------------------------------------------------------------------
@@ -566,19 +514,24 @@ def run_training(config: TrainConfig) -> TrainResult:
 
 def register_result(result: TrainResult, config: TrainConfig, summary: DatasetSummary) -> list[dict[str, Any]]:
     """Register every depth of the run's best weights, with the post-processing decision of its
-    validation cases (:func:`validation_cases`, logged to the run as ``validation_cases.json``)."""
+    validation cases, the exit rule of adaptive depth and the QC thresholds
+    (:mod:`anunet_platform.calibration`; the per-case Dice are logged to the run as
+    ``validation_cases.json``)."""
     model = load_model_weights(Path(result.checkpoint_path))
-    scores = validation_cases(model, config.data, summary.organ)
-    volume_metrics, tags = postprocessing_tags(scores)
-    for depth in scores:
-        logger.info("L%d post-processing: %s", depth, tags[depth]["postprocess_reason"])
-    metrics = {d: m | volume_metrics.get(d, {}) for d, m in result.depth_metrics().items()}
+    cases = score_validation(model, config.data, summary.organ, summary.empty_slice_fraction)
+    measured = registration_tags(cases, training_volumes(config.data), depth_gflops(model, summary.size, summary.size),
+                                 config.adaptive_max_dice_drop)
+    for depth, tags in measured.tags.items():
+        logger.info("L%d post-processing: %s", depth, tags["postprocess_reason"])
+    if measured.exit_calibration is not None:
+        logger.info("adaptive depth: %s (%s)", measured.exit_calibration.rule.describe(), measured.exit_calibration.reason)
+    metrics = {d: m | measured.metrics.get(d, {}) for d, m in result.depth_metrics().items()}
     registry.tracking.log_json(config.mlflow_run_id, VALIDATION_CASES_ARTIFACT,
-                               {f"L{d}": cases for d, cases in scores.items()}, uri=config.tracking_uri)
+                               {f"L{d}": rows for d, rows in validation_rows(cases).items()}, uri=config.tracking_uri)
     registered = registry.register_depths(
         model, run_id=config.mlflow_run_id, organ=summary.organ, modality=summary.modality, metrics=metrics,
         alpha=config.alpha, gamma=config.gamma, dataset_checksum=summary.checksum, input_size=summary.size,
-        uri=config.tracking_uri, extra_tags=tags,
+        uri=config.tracking_uri, extra_tags=measured.tags,
     )
     return [asdict(r) for r in registered]
 

@@ -152,66 +152,6 @@ def test_two_worker_run_registers_every_depth(dataset: Path, tmp_path: Path, tra
     assert dice_by_epoch[resumed.best_epoch - 1] == pytest.approx(max(dice_by_epoch.values()))
 
 
-class _IntensityHeads(torch.nn.Module):
-    """A stand-in network with two heads that read the answer off the image: head 1 sees every
-    pixel above 0.5 (the organ and a speck), head 2 only those above 0.9 (the organ)."""
-
-    depth = 2
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [(x > 0.5).float() * 2 - 1, (x > 0.9).float() * 2 - 1]
-
-
-def _write_val_case(data: Path, case_id: str, image: np.ndarray, mask: np.ndarray, spacing=(2.0, 2.0, 5.0)) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from anunet_platform.contracts import SLICE_SCHEMA, encode_masks, encode_slices
-
-    k, size = image.shape[0], image.shape[1]
-    rows = [{"case_id": case_id, "patient_id": case_id, "slice_index": i, "split": "val", "organ": "liver",
-             "modality": "CT", "image": encode_slices(image[i]), "mask": encode_masks(mask[i]), "size": size,
-             "spacing": list(spacing), "source": "x", "source_sha256": "0", "preprocessing_version": "p"}
-            for i in reversed(range(k))]  # shuffled order: the case is put back in slice order
-    (data / "val").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SLICE_SCHEMA), data / "val" / f"{case_id}.parquet")
-
-
-def test_validation_cases_decide_post_processing_where_it_helps_and_where_it_hurts(tmp_path: Path) -> None:
-    """Post-processing is decided per depth on the validation cases: on where it removes a false
-    speck (head 1 sees one), off where nothing changes (head 2), off where it would remove a true
-    second piece of the organ."""
-    from anunet_platform.train import postprocessing_tags, validation_cases, volume_dice
-
-    organ = np.zeros((6, 32, 32), np.float32)
-    organ[1:5, 8:20, 8:20] = 1.0  # 4 x 12 x 12 voxels of 20 mm^3: 11.5 mL, above the liver's 10 mL
-    speck = organ.copy()
-    speck[2, 28:30, 28:30] = 0.7  # head 1 sees it, head 2 does not; the truth does not have it
-    _write_val_case(tmp_path / "helps", "speck", speck, organ > 0.5)
-    _write_val_case(tmp_path / "helps", "clean", organ, organ > 0.5)
-    two_pieces = organ.copy()
-    two_pieces[1:3, 24:30, 24:30] = 1.0  # a second true piece: post-processing keeps only the largest
-    _write_val_case(tmp_path / "hurts", "pieces", two_pieces, two_pieces > 0.5)
-
-    helps = validation_cases(_IntensityHeads(), tmp_path / "helps", "liver")
-    by_case = {d: {c["case_id"]: c for c in cases} for d, cases in helps.items()}
-    assert sorted(by_case) == [1, 2] and sorted(by_case[1]) == ["clean", "speck"]
-    assert by_case[1]["speck"]["dice"] == pytest.approx(volume_dice(speck > 0.5, organ > 0.5))
-    assert by_case[1]["speck"]["dice"] < 1.0 and by_case[1]["speck"]["dice_postprocessed"] == 1.0, "the speck removed"
-    assert by_case[2]["speck"]["dice"] == by_case[2]["speck"]["dice_postprocessed"] == 1.0
-    metrics, tags = postprocessing_tags(helps)
-    assert (tags[1]["postprocess"], tags[2]["postprocess"]) == ("on", "off"), "L1 gains, L2 has nothing to gain"
-    assert tags[1]["val_cases"] == "2" and "raises the mean volume Dice" in tags[1]["postprocess_reason"]
-    assert metrics[1]["val_volume_dice"] < metrics[1]["val_volume_dice_postprocessed"] == 1.0
-
-    hurts = validation_cases(_IntensityHeads(), tmp_path / "hurts", "liver")
-    (pieces,) = hurts[2]
-    assert pieces["dice"] == 1.0 > pieces["dice_postprocessed"], "a true piece lost"
-    metrics, tags = postprocessing_tags(hurts)
-    assert (tags[1]["postprocess"], tags[2]["postprocess"]) == ("off", "off")
-    assert "does not raise" in tags[2]["postprocess_reason"]
-
-
 def _train_worker_pids() -> list[int]:
     """Live Ray Train worker processes, found by the process title Ray gives actors."""
     import psutil
