@@ -4,6 +4,7 @@
     -> skip the cases done with the same model versions (resume)
     -> the Ray Data pipeline over the rest (pipeline)
     -> OUT/manifest.parquet, OUT/statistics.json, OUT/summary.json (and OUT/labels.json with several models)
+    -> OUT/report.html: the night at a glance, the cases quality control flags first (report)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 
 from anunet_core.archives import ArchiveInventory, pseudonymize_inventory, take_inventory
 from anunet_core.io import output_lock, write_atomic, write_json_atomic
+from anunet_core.vocabulary import MAX_DEPTH
 from anunet_platform.cluster import init_ray
 from anunet_platform.contracts import (
     LOCK_FILE,
@@ -33,6 +35,7 @@ from anunet_platform.contracts import (
 from anunet_platform.segment.config import SegmentConfig, SegmentError
 from anunet_platform.segment.model import SelectedModel, select_models
 from anunet_platform.segment.outputs import OrganOutput, check_labels_file, organ_outputs, write_labels_file
+from anunet_platform.segment.report import write_report
 from anunet_platform.segment.resume import ResumePlan, plan_resume
 from anunet_platform.selection import DepthChoice
 
@@ -41,6 +44,7 @@ __all__ = ["STATISTICS_KEYS", "SegmentSummary", "run_segmentation", "statistics_
 STATISTICS_KEYS: tuple[str, ...] = (
     "organ_voxels", "organ_ml", "mean_intensity", "std_intensity", "intensity_unit", "bbox_min_mm", "bbox_max_mm",
     "centroid_mm", "touches_border", "border_sides", "removed_voxels", "overlap_voxels", "model_version",
+    "volume_z", "qc_score", "needs_review", "review_reasons",
 )
 """The manifest columns ``OUT/statistics.json`` repeats per case and organ."""
 
@@ -77,6 +81,8 @@ class SegmentSummary:
     device: str = "cpu"
     failed_fraction: float = 0.0
     max_failed_fraction: float = 0.05
+    needs_review: int = 0  # cases with at least one organ flagged by quality control
+    depth_histogram: list[int] = field(default_factory=list)  # slices of the segmented cases that stopped at L1..L4
 
     def line(self) -> str:
         if self.depth is not None:
@@ -103,6 +109,12 @@ class SegmentSummary:
         self.ignored = sum(int(r["files"] or 0) for r in rows if r["status"] == "ignored")
         self.files = sum(int(r["files"] or 0) for r in rows)
         self.slices = sum(int(r["slices"] or 0) for r in cases.values() if r["status"] == "ok")
+        self.needs_review = len({r["case_id"] for r in rows if r["status"] in ("ok", "skipped") and r.get("needs_review")})
+        histogram = [0] * MAX_DEPTH
+        for r in rows:
+            if r["status"] in ("ok", "skipped") and r.get("depth_histogram"):
+                histogram = [a + int(b) for a, b in zip(histogram, r["depth_histogram"])]
+        self.depth_histogram = histogram
 
 
 def write_manifest(rows: Iterable[Mapping[str, Any]], out: Path, choice: DepthChoice | Mapping[str, DepthChoice]) -> Path:
@@ -258,7 +270,10 @@ def _finish(summary: SegmentSummary, rows: Sequence[Mapping[str, Any]], seconds:
     summary.seconds = seconds
     summary.slices_per_second = summary.slices / work_seconds if summary.slices and work_seconds > 0 else 0.0
     write_json_atomic(config.out / SEGMENT_SUMMARY_FILE, asdict(summary))
+    report = write_report(config.out, asdict(summary), rows)
     logger.info("%s", summary.line())
+    if summary.needs_review:
+        logger.info("%d case(s) need review (quality control): see %s", summary.needs_review, report)
     if summary.failed:
         over = summary.failed_fraction > summary.max_failed_fraction
         logger.info("%d case(s) failed (%.1f%%, %s --max-failed-fraction %g); reasons in %s (status 'failed')",

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from anunet_core.exit_rule import ExitRule
 from anunet_core.vocabulary import ORGAN_MAP_VALUES, ORGANS
 from anunet_platform import registry
+from anunet_platform.qc import QcThresholds
 from anunet_platform.segment.config import SegmentConfig, SegmentError
 from anunet_platform.selection import (
     DepthChoice,
@@ -27,7 +29,9 @@ from anunet_platform.selection import (
     postprocess_choice,
 )
 
-__all__ = ["SelectedModel", "depth_policy", "model_uri", "select_model", "select_models"]
+VOLUME_TAGS = ("organ_ml_mean", "organ_ml_std", "organ_ml_cases")
+
+__all__ = ["VOLUME_TAGS", "SelectedModel", "depth_policy", "model_uri", "select_model", "select_models"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +53,9 @@ class SelectedModel:
     config: dict[str, Any] = field(repr=False)
     state_dict: dict[str, np.ndarray] = field(repr=False)
     postprocess: PostprocessChoice = PostprocessChoice(False, "off")
+    exit_rule: ExitRule | None = None  # --depth adaptive: the version's calibrated per-slice exit rule
+    qc: QcThresholds = field(default_factory=QcThresholds)
+    volume_tags: dict[str, str] = field(default_factory=dict)  # organ_ml_mean/_std/_cases of the training cases
 
     @property
     def depth(self) -> int:
@@ -138,6 +145,19 @@ def select_model(config: SegmentConfig, model: str | None = None) -> SelectedMod
     input_size = int(chosen.tags.get("input_size", "0") or 0)
     if input_size < 16:
         raise SegmentError(f"{chosen.name} version {chosen.version} has no input_size tag (registered elsewhere?)")
+    exit_rule = None
+    if choice.adaptive:
+        try:
+            exit_rule = ExitRule.from_tags(chosen.tags)
+        except ValueError as exc:
+            raise SegmentError(
+                f"--depth adaptive: {chosen.name} version {chosen.version} has no calibrated exit rule ({exc}); "
+                "register it again with this version of jobs/train.py, or use --depth auto"
+            ) from None
+    try:
+        qc = QcThresholds.from_tags(chosen.tags)
+    except ValueError as exc:
+        raise SegmentError(f"{chosen.name} version {chosen.version}: bad QC tags: {exc}") from None
     logger.debug("depth L%d (%s v%s): %s", choice.depth, chosen.name, chosen.version, choice.reason)
     return SelectedModel(
         organ=organ,
@@ -146,6 +166,9 @@ def select_model(config: SegmentConfig, model: str | None = None) -> SelectedMod
         choice=choice,
         input_size=input_size,
         postprocess=postprocess_choice(config.postprocess, chosen.tags),
+        exit_rule=exit_rule,
+        qc=qc,
+        volume_tags={k: chosen.tags[k] for k in VOLUME_TAGS if k in chosen.tags},
         config={"in_channels": network.in_channels, "filters": list(network.filters), "depth": network.depth},
         state_dict={k: v.detach().cpu().numpy() for k, v in network.state_dict().items()},
     )

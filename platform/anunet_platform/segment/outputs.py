@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,9 @@ class OrganOutput:
     depth_reason: str
     postprocess: bool
     postprocess_reason: str
+    exit_rule: str | None = None  # --depth adaptive: the exit rule's tags as JSON (None: a fixed depth)
+    qc_tags: dict[str, str] = field(default_factory=dict)  # the version's qc_* thresholds
+    volume_tags: dict[str, str] = field(default_factory=dict)  # the training cases' organ volumes
 
     @property
     def model_version(self) -> str:
@@ -125,6 +128,8 @@ def organ_outputs(selected: Sequence[Any]) -> list[OrganOutput]:
     return [
         OrganOutput(organ=s.organ, label_value=s.label_value, model_name=s.registered.name,
                     version=str(s.registered.version), depth=s.depth, depth_reason=s.choice.reason,
-                    postprocess=s.postprocess.apply, postprocess_reason=s.postprocess.reason)
+                    postprocess=s.postprocess.apply, postprocess_reason=s.postprocess.reason,
+                    exit_rule=json.dumps(s.exit_rule.to_tags(), sort_keys=True) if s.exit_rule else None,
+                    qc_tags=dict(s.qc.to_tags()), volume_tags=dict(s.volume_tags))
         for s in selected
     ]

@@ -74,7 +74,8 @@ def _run(todo: list[dict[str, Any]], selected: list[SelectedModel], config: Segm
         fn_constructor_kwargs={
             # wrapped in a list: a nested reference, so a restarted actor fetches it again
             # rather than needing its constructor arguments kept (ray-project/ray#53727)
-            "weights": [weights], "config": [s.config for s in selected], "size": first.input_size,
+            "weights": [weights], "size": first.input_size,
+            "config": [dict(s.config, exit_rule=s.exit_rule.to_tags() if s.exit_rule else None) for s in selected],
             "batch_size": config.batch_size, "use_gpu": config.use_gpu, "threads": plan.threads,
         },
         batch_size=1,

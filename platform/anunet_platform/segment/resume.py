@@ -57,7 +57,8 @@ def image_signature(case: Case) -> str:
 
 def organ_done(row: Mapping[str, Any] | None, organ: OrganOutput, signature: str) -> bool:
     """Whether an earlier manifest ``row`` of one organ is this run's result for it: ``ok``, and
-    the same model version, preprocessing, post-processing setting and source files."""
+    the same model version, preprocessing, post-processing setting, exit rule (adaptive depth,
+    or none) and source files."""
     return (
         row is not None
         and row.get("status") == "ok"
@@ -65,6 +66,7 @@ def organ_done(row: Mapping[str, Any] | None, organ: OrganOutput, signature: str
         and row.get("model_version") == organ.model_version
         and row.get("preprocessing_version") == PREPROCESSING_VERSION
         and row.get("postprocess", "off") == ("on" if organ.postprocess else "off")
+        and row.get("exit_rule") == organ.exit_rule
         and row.get("signature") == signature
     )
 

@@ -30,6 +30,9 @@ import numpy as np
 import torch
 
 from anunet_core import ANUNet, optimize_for_inference
+from anunet_core.adaptive import SliceRecord, segment_adaptive, segment_fixed
+from anunet_core.anytime import depth_gflops
+from anunet_core.exit_rule import ExitRule
 from anunet_core.archives import Case, load_case, redact
 from anunet_core.errors import one_line
 from anunet_core.io import DEFAULT_MAX_VOXELS, SliceGeometry, voxel_volume_ml, write_mask
@@ -38,6 +41,7 @@ from anunet_core.postprocessing import postprocess_organ
 from anunet_core.preprocessing import PREPROCESSING_VERSION, preprocess_label, preprocess_volume, restore_label_map
 from anunet_core.preview import write_preview
 from anunet_core.statistics import organ_statistics
+from anunet_core.vocabulary import MAX_DEPTH
 from anunet_platform.contracts import (
     SLICE_DTYPE,
     decode_slices_bytes,
@@ -48,6 +52,7 @@ from anunet_platform.contracts import (
     preview_path,
 )
 from anunet_platform.precision import autocast
+from anunet_platform.qc import QcFeatures, QcThresholds, assess, volume_z
 from anunet_platform.segment.outputs import OrganOutput, label_map_description
 from anunet_platform.segment.resume import write_record
 
@@ -58,6 +63,7 @@ __all__ = [
     "SliceSegmenter",
     "decode_intensities",
     "encode_intensities",
+    "head_fields",
     "read_case",
     "read_stage",
     "write_case",
@@ -144,10 +150,17 @@ class SliceSegmenter:
 
     Called with batches of case rows; each case's ``(K, size, size)`` slices run through each
     network in chunks of ``batch_size`` and come back as ``probs``: float16 bytes of
-    ``(O, K, size, size)``, each organ's deepest head's sigmoid, in the order of ``configs``.
+    ``(O, K, size, size)``, each organ's final head's sigmoid, in the order of ``configs``, and
+    ``heads``: JSON of each organ's :func:`head_fields` (the depth each slice stopped at, the
+    GFLOP it cost and the heads' agreement: QC at no extra inference). A fixed depth runs the
+    pruned network once (all its heads come out of one forward); a config with an ``exit_rule``
+    (``--depth adaptive``) starts every slice at L1 and deepens only the slices whose heads
+    disagree (:func:`~anunet_core.adaptive.segment_adaptive`).
+
     Rows that already failed pass through. ``weights`` is the list of the organs' state dicts
     of numpy arrays (one dict alone for one organ), or ``[ObjectRef]`` of it; ``configs`` their
-    :class:`~anunet_core.ANUNet` arguments (one dict alone for one organ).
+    :class:`~anunet_core.ANUNet` arguments plus ``exit_rule`` (tags, or None) (one dict alone
+    for one organ).
     """
 
     def __init__(self, weights, config, size: int, batch_size: int, use_gpu: bool, threads: int) -> None:
@@ -160,47 +173,74 @@ class SliceSegmenter:
         self.device = torch.device("cuda" if use_gpu else "cpu")
         if not use_gpu:
             torch.set_num_threads(threads)
-        self.nets = []
+        self.nets, self.rules, self.gflops = [], [], []
         for state, cfg in zip(weights, configs, strict=True):
             network = ANUNet(in_channels=cfg["in_channels"], filters=cfg["filters"], depth=cfg["depth"])
             network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=True)
+            self.gflops.append(depth_gflops(network, size, size))
             self.nets.append(optimize_for_inference(network.eval(), network.depth).to(self.device))
+            self.rules.append(ExitRule.from_tags(cfg["exit_rule"]) if cfg.get("exit_rule") else None)
         self.size, self.batch_size = size, batch_size
 
-    def segment(self, slices: np.ndarray) -> np.ndarray:
+    def segment(self, slices: np.ndarray) -> tuple[np.ndarray, list[SliceRecord]]:
         """``(K, size, size)`` float slices -> float16 probabilities ``(O, K, size, size)``
-        (``(K, size, size)`` with one organ)."""
+        (``(K, size, size)`` with one organ) and each organ's :class:`~anunet_core.adaptive.SliceRecord`."""
         probs = np.empty((len(self.nets), *slices.shape), dtype=SLICE_DTYPE)
+        records = []
+        x = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None].to(self.device)
         with autocast(self.device):
-            for start in range(0, slices.shape[0], self.batch_size):
-                chunk = torch.from_numpy(slices[start : start + self.batch_size]).to(self.device, torch.float32)
-                for o, net in enumerate(self.nets):
-                    logits = net(chunk[:, None])[-1]
-                    probs[o, start : start + chunk.shape[0]] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
-        return probs[0] if len(self.nets) == 1 else probs
+            for o, (net, rule, gflops) in enumerate(zip(self.nets, self.rules, self.gflops)):
+                if rule is None:
+                    record = segment_fixed(net, x, net.depth, self.batch_size, gflops)
+                else:
+                    record = segment_adaptive(net, x, rule, self.batch_size, gflops)
+                probs[o] = record.probs
+                records.append(record)
+        return (probs[0] if len(self.nets) == 1 else probs), records
 
-    def _case(self, slices: bytes, num_slices: int, error: str | None) -> tuple[bytes, str | None]:
-        """One case's ``(probs bytes, error)``: the error passes on, a new one is caught."""
+    def _case(self, slices: bytes, num_slices: int, error: str | None) -> tuple[bytes, str, str | None]:
+        """One case's ``(probs bytes, heads JSON, error)``: the error passes on, a new one is caught."""
         if error is not None:
-            return b"", error
+            return b"", "", error
         try:
             decoded = decode_slices_bytes(slices, num_slices, self.size)
-            return encode_slices(self.segment(decoded.astype(np.float32))), None
+            probs, records = self.segment(decoded.astype(np.float32))
+            heads = json.dumps([head_fields(r, rule is not None, net.depth)
+                                for r, rule, net in zip(records, self.rules, self.nets)])
+            return encode_slices(probs), heads, None
         except Exception as exc:  # noqa: BLE001 - the case fails, the actor goes on
-            return b"", one_line(exc)
+            return b"", "", one_line(exc)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results, seconds, errors = [], [], []
+        results, heads, seconds, errors = [], [], [], []
         for i in range(len(batch["case_id"])):
             start = time.perf_counter()
-            probs, error = self._case(batch["slices"][i], int(batch["num_slices"][i]), _error_of(batch["error"][i]))
+            probs, case_heads, error = self._case(batch["slices"][i], int(batch["num_slices"][i]),
+                                                  _error_of(batch["error"][i]))
             results.append(probs)
+            heads.append(case_heads)
             errors.append(error or "")
             seconds.append(float(batch["seconds"][i]) + time.perf_counter() - start)
         out = dict(batch)  # "slices" stays: the preview needs them
-        out.update(probs=np.array(results, dtype=object), error=np.array(errors, dtype=object))
+        out.update(probs=np.array(results, dtype=object), heads=np.array(heads, dtype=object),
+                   error=np.array(errors, dtype=object))
         out["seconds"] = np.array(seconds, dtype=np.float64)
         return out
+
+
+def head_fields(record: SliceRecord, adaptive: bool, max_depth: int) -> dict[str, Any]:
+    """The manifest fields of one organ's :class:`~anunet_core.adaptive.SliceRecord`: the depth
+    histogram (slices that stopped at L1..L4), GFLOP per slice, head agreement, uncertain
+    pixel fraction and (adaptive depth only) the share of slices that needed the deepest depth."""
+    slices = max(len(record.exit_depth), 1)
+    histogram = record.depth_histogram(MAX_DEPTH)
+    return {
+        "depth_histogram": histogram,
+        "gflop_per_slice": float(record.gflop) / slices,
+        "head_agreement": float(record.head_agreement),
+        "uncertain_fraction": float(record.uncertain_pixels) / max(record.probs.size, 1),
+        "deep_slice_fraction": histogram[max_depth - 1] / slices if adaptive else None,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,6 +322,7 @@ def _write_outputs(row: Mapping[str, Any], ctx: CaseContext) -> list[dict[str, A
     label_map, overlap, lost = restore_label_map(probs, geometry, values, threshold=THRESHOLD)
     voxel_ml = voxel_volume_ml(geometry.affine)
     intensities = decode_intensities(row["intensities"], row["intensity_dtype"], geometry.original_shape)
+    heads = json.loads(row["heads"]) if row.get("heads") else [{} for _ in organs]
     fields = []
     for o, organ in enumerate(organs):
         mask = label_map == organ.label_value
@@ -297,7 +338,7 @@ def _write_outputs(row: Mapping[str, Any], ctx: CaseContext) -> list[dict[str, A
         fields.append({
             "organ_voxels": voxels, "organ_ml": voxels * voxel_ml, "slices": k, "removed_voxels": removed,
             "overlap_voxels": int(overlap[o]), "overlap_lost_voxels": int(lost[o]),
-            **_statistics_fields(stats),
+            **_statistics_fields(stats), **heads[o], **_qc_fields(heads[o], voxels * voxel_ml, stats.touches_border, organ),
         })
     _write_masks(label_map, geometry, case_id, ctx)
     if ctx.previews:
@@ -309,6 +350,23 @@ def _write_outputs(row: Mapping[str, Any], ctx: CaseContext) -> list[dict[str, A
         for organ_fields in fields:
             organ_fields.update(seg)
     return fields
+
+
+def _qc_fields(heads: Mapping[str, Any], organ_ml: float, touches_border: bool, organ: OrganOutput) -> dict[str, Any]:
+    """``volume_z``, ``qc_score``, ``needs_review`` and ``review_reasons`` of one organ of a case
+    (:func:`~anunet_platform.qc.assess` against the version's calibrated thresholds)."""
+    volumes = organ.volume_tags
+    z = None
+    if "organ_ml_mean" in volumes and "organ_ml_std" in volumes:
+        z = volume_z(organ_ml, float(volumes["organ_ml_mean"]), float(volumes["organ_ml_std"]))
+    if "head_agreement" not in heads:
+        return {"volume_z": z}
+    features = QcFeatures(head_agreement=heads["head_agreement"], uncertain_fraction=heads["uncertain_fraction"],
+                          volume_z=z, touches_border=bool(touches_border),
+                          deep_slice_fraction=heads.get("deep_slice_fraction"))
+    verdict = assess(features, QcThresholds.from_tags(organ.qc_tags))
+    return {"volume_z": z, "qc_score": float(verdict.qc_score), "needs_review": bool(verdict.needs_review),
+            "review_reasons": "; ".join(verdict.reasons) or None}
 
 
 def _statistics_fields(stats) -> dict[str, Any]:
@@ -382,6 +440,7 @@ def _base_rows(row: Mapping[str, Any], ctx: CaseContext) -> list[dict[str, Any]]
             "postprocess_reason": organ.postprocess_reason,
             "signature": row["signature"],
             "preprocessing_version": PREPROCESSING_VERSION,
+            "exit_rule": organ.exit_rule,
         }
         for n, organ in enumerate(ctx.organs)
     ]

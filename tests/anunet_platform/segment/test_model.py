@@ -51,7 +51,7 @@ def test_depth_policy_of_the_flags(model: str, kwargs: dict, expected) -> None:
 def test_a_model_name_and_another_depth_are_refused() -> None:
     with pytest.raises(SegmentError, match="--model anunet-spleen-ct-L3 names depth 3 but --depth is 2"):
         depth_policy(_config("anunet-spleen-ct-L3", depth=2))
-    with pytest.raises(ValueError, match="depth must be 'auto' or one of 1..4, got 'deep'"):
+    with pytest.raises(ValueError, match="depth must be 'auto', 'adaptive' or one of 1..4, got 'deep'"):
         depth_policy(_config("anunet-liver-ct", depth="deep"))
 
 
