@@ -90,19 +90,6 @@ def _as_index(rows: torch.Tensor, batch: int) -> torch.Tensor:
     return rows
 
 
-def _compute_node(network: ANUNet, nodes: dict[tuple[int, int], torch.Tensor], i: int, j: int, x=None) -> None:
-    """Compute ``X_{i,j}`` into ``nodes`` exactly as :meth:`ANUNet.forward` does."""
-    if j == 0:
-        inp = x if i == 0 else network.pool(nodes[(i - 1, 0)])
-        nodes[(i, 0)] = network.blocks[f"x_{i}_0"](inp)
-        return
-    g = network.ups[f"up_{i}"](nodes[(i + 1, j - 1)])
-    gated = network.gates[f"ag_{i}_{j}"](g, nodes[(i, j - 1)])
-    # (j + 1) * f_i channels: gate output, upsampled node, X_{i,0} .. X_{i,j-2}
-    skip = [nodes[(i, k)] for k in range(j - 1)]
-    nodes[(i, j)] = network.blocks[f"x_{i}_{j}"](torch.cat([gated, g, *skip], dim=1))
-
-
 def _still_needed(i: int, j: int, depth: int, max_depth: int) -> bool:
     """Whether a diagonal ``depth + 1 .. max_depth`` reads ``X_{i,j}``: one of them holds a node
     ``X_{i,k}``, ``k > j``, exactly when ``depth < max_depth`` and ``i + j < max_depth``."""
@@ -125,7 +112,7 @@ def anytime_start(network: ANUNet, x: torch.Tensor) -> tuple[NodeCache, torch.Te
     network.check_input(x, 1)
     nodes: dict[tuple[int, int], torch.Tensor] = {}
     for i, j in nodes_at_depth(1):
-        _compute_node(network, nodes, i, j, x)
+        nodes[(i, j)] = network.node(nodes, i, j, x)  # exactly as ANUNet.forward computes it
     logits = network.heads["head_1"](nodes[(0, 1)])
     return _keep(network, nodes, 1, int(x.shape[0])), logits
 
@@ -147,7 +134,7 @@ def anytime_deepen(
         cache = cache.select(rows)
     nodes = dict(cache.nodes)
     for i in range(depth, -1, -1):  # encoder node X_{depth,0} first, X_{0,depth} last
-        _compute_node(network, nodes, i, depth - i)
+        nodes[(i, depth - i)] = network.node(nodes, i, depth - i)
     logits = network.heads[f"head_{depth}"](nodes[(0, depth)])
     return _keep(network, nodes, depth, cache.batch), logits
 

@@ -169,18 +169,21 @@ class ANUNet(nn.Module):
         nodes: dict[tuple[int, int], torch.Tensor] = {}
         outputs = []
         for i, j in nodes_at_depth(depth):
-            if j == 0:
-                inp = x if i == 0 else self.pool(nodes[(i - 1, 0)])
-                nodes[(i, 0)] = self.blocks[f"x_{i}_0"](inp)
-                continue
-            g = self.ups[f"up_{i}"](nodes[(i + 1, j - 1)])
-            gated = self.gates[f"ag_{i}_{j}"](g, nodes[(i, j - 1)])
-            # (j + 1) * f_i channels: gate output, upsampled node, X_{i,0} .. X_{i,j-2}
-            skip = [nodes[(i, k)] for k in range(j - 1)]
-            nodes[(i, j)] = self.blocks[f"x_{i}_{j}"](torch.cat([gated, g, *skip], dim=1))
-            if i == 0:
+            nodes[(i, j)] = self.node(nodes, i, j, x)
+            if i == 0 and j > 0:
                 outputs.append(self.heads[f"head_{j}"](nodes[(0, j)]))
         return outputs
+
+    def node(self, nodes: dict[tuple[int, int], torch.Tensor], i: int, j: int, x: torch.Tensor | None = None) -> torch.Tensor:
+        """``X_{i,j}`` from the nodes it reads (``X_{i-1,0}`` for an encoder node, the input
+        ``x`` for ``X_{0,0}``; else ``X_{i+1,j-1}`` and ``X_{i,0..j-1}``): ``(B, f_i, H/2^i, W/2^i)``."""
+        if j == 0:
+            return self.blocks[f"x_{i}_0"](x if i == 0 else self.pool(nodes[(i - 1, 0)]))
+        g = self.ups[f"up_{i}"](nodes[(i + 1, j - 1)])
+        gated = self.gates[f"ag_{i}_{j}"](g, nodes[(i, j - 1)])
+        # (j + 1) * f_i channels: gate output, upsampled node, X_{i,0} .. X_{i,j-2}
+        skip = [nodes[(i, k)] for k in range(j - 1)]
+        return self.blocks[f"x_{i}_{j}"](torch.cat([gated, g, *skip], dim=1))
 
 
 def prune(model: ANUNet, depth: int) -> ANUNet:

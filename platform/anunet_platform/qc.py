@@ -76,6 +76,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from anunet_core.vocabulary import MAX_DEPTH
+from anunet_platform.selection import as_number
 
 __all__ = [
     "BORDER_BADNESS",
@@ -116,17 +117,8 @@ _Z_MARGIN, _Z_FLOOR = 1.0, 3.0
 _BORDER_NORMAL_SHARE = 0.5
 
 
-def _as_float(value: object, what: str) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{what} must be a number, got {value!r}")
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number, got {value!r}") from None
-
-
 def _fraction(value: object, what: str) -> float:
-    number = _as_float(value, what)
+    number = as_number(value, what)
     if not (math.isfinite(number) and 0.0 <= number <= 1.0):
         raise ValueError(f"{what} must be a number in [0, 1], got {value!r}")
     return number
@@ -169,7 +161,7 @@ class QcFeatures:
         object.__setattr__(self, "head_agreement", _fraction(self.head_agreement, "head_agreement"))
         object.__setattr__(self, "uncertain_fraction", _fraction(self.uncertain_fraction, "uncertain_fraction"))
         if self.volume_z is not None:
-            z = _as_float(self.volume_z, "volume_z")
+            z = as_number(self.volume_z, "volume_z")
             if not math.isfinite(z):
                 raise ValueError(f"volume_z must be a finite number or None, got {self.volume_z!r}")
             object.__setattr__(self, "volume_z", z)
@@ -202,12 +194,12 @@ def volume_z(organ_ml: float, mean_ml: float | None, std_ml: float | None) -> fl
     Returns:
         The z-score, or None when the statistics are missing.
     """
-    volume = _as_float(organ_ml, "organ_ml")
+    volume = as_number(organ_ml, "organ_ml")
     if not (math.isfinite(volume) and volume >= 0.0):
         raise ValueError(f"organ_ml must be a finite volume >= 0 mL, got {organ_ml!r}")
     if mean_ml is None or std_ml is None:
         return None
-    mean, std = _as_float(mean_ml, "mean_ml"), _as_float(std_ml, "std_ml")
+    mean, std = as_number(mean_ml, "mean_ml"), as_number(std_ml, "std_ml")
     if math.isnan(mean) or math.isnan(std):
         return None
     if not (math.isfinite(mean) and mean > 0.0):
@@ -247,16 +239,16 @@ class QcThresholds:
     n_validation: int = 0
 
     def __post_init__(self) -> None:
-        agreement = _as_float(self.min_head_agreement, "min_head_agreement")
+        agreement = as_number(self.min_head_agreement, "min_head_agreement")
         if not (math.isfinite(agreement) and 0.0 <= agreement < 1.0):
             raise ValueError(f"min_head_agreement must be in [0, 1), got {self.min_head_agreement!r}")
         object.__setattr__(self, "min_head_agreement", agreement)
         for name in ("max_uncertain_fraction", "max_deep_slice_fraction"):
-            value = _as_float(getattr(self, name), name)
+            value = as_number(getattr(self, name), name)
             if not (math.isfinite(value) and 0.0 < value <= 1.0):
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
             object.__setattr__(self, name, value)
-        z = _as_float(self.max_abs_volume_z, "max_abs_volume_z")
+        z = as_number(self.max_abs_volume_z, "max_abs_volume_z")
         if not (math.isfinite(z) and z > 0.0):
             raise ValueError(f"max_abs_volume_z must be a finite number > 0, got {self.max_abs_volume_z!r}")
         object.__setattr__(self, "max_abs_volume_z", z)
@@ -454,7 +446,7 @@ def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float:
     Returns:
         The AUROC in [0, 1]: 1 ranks every positive above every negative, 0.5 is chance.
     """
-    values = [_as_float(s, "score") for s in scores]
+    values = [as_number(s, "score") for s in scores]
     labels = [_as_bool(p, "positive label") for p in positives]
     if len(values) != len(labels):
         raise ValueError(f"{len(values)} scores but {len(labels)} labels")

@@ -94,6 +94,7 @@ __all__ = [
     "DepthCandidate",
     "DepthChoice",
     "DepthPolicy",
+    "as_number",
     "PostprocessChoice",
     "bootstrap_dice_drop",
     "candidates_from_registry",
@@ -130,7 +131,8 @@ def _check_depth(depth: object, what: str) -> int:
     return validate_depth(depth, what)
 
 
-def _as_float(value: object, what: str) -> float:
+def as_number(value: object, what: str) -> float:
+    """``float(value)``, or a one-line :class:`ValueError` naming ``what`` (a bool is no number)."""
     if isinstance(value, bool):
         raise ValueError(f"{what} must be a number, got {value!r}")
     try:
@@ -187,12 +189,12 @@ class DepthPolicy:
     def __post_init__(self) -> None:
         if self.depth is not None:
             object.__setattr__(self, "depth", _check_depth(self.depth, "depth"))
-        drop = _as_float(self.max_dice_drop, "max_dice_drop")
+        drop = as_number(self.max_dice_drop, "max_dice_drop")
         if not (math.isfinite(drop) and 0.0 <= drop <= 1.0):
             raise ValueError(f"max_dice_drop must be within [0, 1] (a Dice difference), got {self.max_dice_drop!r}")
         object.__setattr__(self, "max_dice_drop", drop)
         if self.latency_budget_ms is not None:
-            budget = _as_float(self.latency_budget_ms, "latency_budget_ms")
+            budget = as_number(self.latency_budget_ms, "latency_budget_ms")
             if not (math.isfinite(budget) and budget > 0.0):
                 raise ValueError(f"latency_budget_ms must be a positive number of ms per slice, got {self.latency_budget_ms!r}")
             object.__setattr__(self, "latency_budget_ms", budget)
@@ -200,7 +202,7 @@ class DepthPolicy:
         if rule not in DEPTH_RULES:
             raise ValueError(f"rule must be one of {', '.join(DEPTH_RULES)}, got {self.rule!r}")
         object.__setattr__(self, "rule", rule)
-        confidence = _as_float(self.confidence, "confidence")
+        confidence = as_number(self.confidence, "confidence")
         if not (math.isfinite(confidence) and 0.0 < confidence < 1.0):
             raise ValueError(f"confidence must be within (0, 1), e.g. 0.95, got {self.confidence!r}")
         object.__setattr__(self, "confidence", confidence)
@@ -274,14 +276,14 @@ class DepthCandidate:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "depth", _check_depth(self.depth, "DepthCandidate.depth"))
-        object.__setattr__(self, "val_dice", _as_float(self.val_dice, f"val_dice of L{self.depth}"))
+        object.__setattr__(self, "val_dice", as_number(self.val_dice, f"val_dice of L{self.depth}"))
         object.__setattr__(
-            self, "latency_ms_per_slice", _as_float(self.latency_ms_per_slice, f"latency_ms_per_slice of L{self.depth}")
+            self, "latency_ms_per_slice", as_number(self.latency_ms_per_slice, f"latency_ms_per_slice of L{self.depth}")
         )
         what = f"case_dice of L{self.depth}"
         if isinstance(self.case_dice, (str, bytes)) or not isinstance(self.case_dice, Iterable):
             raise ValueError(f"{what} must be a sequence of numbers, got {self.case_dice!r}")
-        object.__setattr__(self, "case_dice", tuple(_as_float(v, what) for v in self.case_dice))
+        object.__setattr__(self, "case_dice", tuple(as_number(v, what) for v in self.case_dice))
 
 
 @dataclass(frozen=True)
@@ -540,7 +542,7 @@ class PostprocessChoice:
 
 
 def _mean_dice(values: Sequence[float], what: str) -> float:
-    numbers = [_as_float(v, what) for v in values]
+    numbers = [as_number(v, what) for v in values]
     bad = [v for v in numbers if not (math.isfinite(v) and 0.0 <= v <= 1.0)]
     if bad:
         raise ValueError(f"{what} must be Dice values in [0, 1], got {bad[0]!r}")

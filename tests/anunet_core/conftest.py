@@ -28,3 +28,12 @@ def real_ct():
     image = read_dicom_series(folder)
     labels, affine = read_label_nifti(need_real_data(REAL_CT_DICOM / "labels.nii.gz"))
     return image, labels, affine
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convolutions on a shared 2-core machine run fastest on one thread (restored after the module)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
