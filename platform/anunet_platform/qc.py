@@ -35,14 +35,17 @@ exactly when at least one feature is strictly beyond its threshold (``m > 1``); 
 names each such feature, the worst first.
 
 Calibration (:func:`calibrate_qc`) on the validation cases' own features: each threshold sits at
-the worst validation value plus a margin (half as much again for the shares, one unit for z),
-never stricter than a floor, so that two to four validation cases do not flag half the archive:
+the worst validation value plus a margin, never stricter than a floor. The worst of ``n``
+cases understates what new cases reach, the more so the fewer they are, so the shares may go
+``k(n) = 1.5 + 3 / n`` times past the worst (4.5x for one validation case, 2.1x for five, 1.65x
+for twenty); the floors keep two to four validation cases from flagging half the archive:
 
-- ``min_head_agreement = min(0.95, 1 - 1.5 * (1 - worst))`` (and >= 0): a disagreement
-  ``1 - agreement`` up to 1.5 times the worst one, and at least 5%;
-- ``max_uncertain_fraction = max(0.002, 1.5 * worst)`` (and <= 1);
+- ``min_head_agreement = min(0.95, 1 - k(n) * (1 - worst))`` (and >= 0): a disagreement
+  ``1 - agreement`` up to ``k(n)`` times the worst one, and at least 5%;
+- ``max_uncertain_fraction = max(0.002, k(n) * worst)`` (and <= 1);
 - ``max_abs_volume_z = max(3, worst |z| + 1)`` (cases without a z are skipped);
-- ``max_deep_slice_fraction = max(0.25, 1.5 * worst)`` (and <= 1; cases without one skipped);
+- ``max_deep_slice_fraction = max(0.5, k(n) * worst)`` (and <= 1; cases without one skipped): how
+  many slices reach L4 follows how many hold the organ, which varies from scan to scan;
 - ``border_flags`` unless at least half of the validation cases touch the border (then touching
   is normal for this data, e.g. scans cropped to the organ).
 
@@ -111,8 +114,8 @@ TIE_BREAK = 0.5
 it never moves a case across 0.5."""
 
 # Calibration: margins past the worst validation value, and the floors no calibration goes past.
-_SHARE_FACTOR = 1.5  # disagreement, uncertain and deep-slice shares: up to 1.5 times the worst
-_AGREEMENT_CEILING, _UNCERTAIN_FLOOR, _DEEP_FLOOR = 0.95, 0.002, 0.25
+_SHARE_FACTOR, _SMALL_SAMPLE = 1.5, 3.0  # shares: up to k(n) = 1.5 + 3 / n times the worst of n cases
+_AGREEMENT_CEILING, _UNCERTAIN_FLOOR, _DEEP_FLOOR = 0.95, 0.002, 0.5
 _Z_MARGIN, _Z_FLOOR = 1.0, 3.0
 _BORDER_NORMAL_SHARE = 0.5
 
@@ -332,13 +335,14 @@ def calibrate_qc(validation: Sequence[QcFeatures]) -> QcThresholds:
     zs = [abs(c.volume_z) for c in cases if c.volume_z is not None]
     deep = [c.deep_slice_fraction for c in cases if c.deep_slice_fraction is not None]
     touching = sum(c.touches_border for c in cases)
+    factor = _SHARE_FACTOR + _SMALL_SAMPLE / len(cases)
     return QcThresholds(
-        min_head_agreement=round(max(0.0, min(_AGREEMENT_CEILING, 1.0 - _SHARE_FACTOR * (1.0 - worst_agreement))), 4),
-        max_uncertain_fraction=round(min(1.0, max(_UNCERTAIN_FLOOR, _SHARE_FACTOR * worst_uncertain)), 4),
+        min_head_agreement=round(max(0.0, min(_AGREEMENT_CEILING, 1.0 - factor * (1.0 - worst_agreement))), 4),
+        max_uncertain_fraction=round(min(1.0, max(_UNCERTAIN_FLOOR, factor * worst_uncertain)), 4),
         max_abs_volume_z=round(max(_Z_FLOOR, max(zs) + _Z_MARGIN), 4) if zs else d.max_abs_volume_z,
         border_flags=touching < _BORDER_NORMAL_SHARE * len(cases),
         max_deep_slice_fraction=(
-            round(min(1.0, max(_DEEP_FLOOR, _SHARE_FACTOR * max(deep))), 4) if deep else d.max_deep_slice_fraction
+            round(min(1.0, max(_DEEP_FLOOR, factor * max(deep))), 4) if deep else d.max_deep_slice_fraction
         ),
         n_validation=len(cases),
     )

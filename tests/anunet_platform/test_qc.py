@@ -195,7 +195,7 @@ def test_calibration_floors_with_two_clean_cases() -> None:
     assert t.min_head_agreement == 0.95  # never above the ceiling
     assert t.max_uncertain_fraction == 0.002  # never below the floor
     assert t.max_abs_volume_z == 3.0  # never below 3
-    assert t.max_deep_slice_fraction == 0.25  # never below the floor
+    assert t.max_deep_slice_fraction == 0.5  # never below the floor
     assert t.border_flags is True
     assert t.n_validation == 2
     assert not any(assess(c, t).needs_review for c in cases)
@@ -207,12 +207,19 @@ def test_calibration_worst_value_plus_margin() -> None:
         QcFeatures(0.92, 0.01, 1.0, False, 0.2),
         QcFeatures(0.90, 0.02, None, False, None),
     ]
-    t = calibrate_qc(cases)
-    assert t.min_head_agreement == pytest.approx(0.70)  # disagreement 0.2 * 1.5
-    assert t.max_uncertain_fraction == pytest.approx(0.045)
+    t = calibrate_qc(cases)  # three cases: shares up to k(3) = 1.5 + 3 / 3 = 2.5 times the worst
+    assert t.min_head_agreement == pytest.approx(0.50)  # disagreement 0.2 * 2.5
+    assert t.max_uncertain_fraction == pytest.approx(0.075)
     assert t.max_abs_volume_z == pytest.approx(4.5)
-    assert t.max_deep_slice_fraction == pytest.approx(0.75)
+    assert t.max_deep_slice_fraction == pytest.approx(1.0)  # 0.5 * 2.5, at most 1
     assert not any(assess(c, t).needs_review for c in cases)  # no validation case flags itself
+
+
+@pytest.mark.parametrize("n, factor", [(1, 4.5), (2, 3.0), (5, 2.1), (20, 1.65)])
+def test_the_margin_narrows_as_validation_cases_grow(n: int, factor: float) -> None:
+    t = calibrate_qc([feats(head_agreement=0.9, uncertain_fraction=0.01)] * n)
+    assert t.min_head_agreement == pytest.approx(1 - factor * 0.1)
+    assert t.max_uncertain_fraction == pytest.approx(factor * 0.01)
 
 
 def test_calibration_keeps_defaults_for_unmeasured_features() -> None:
@@ -268,9 +275,9 @@ def test_reasons_close_to_the_threshold_stay_readable() -> None:
 
 
 def test_calibrated_thresholds_read_well_in_tags() -> None:
-    t = calibrate_qc([feats(head_agreement=0.93, uncertain_fraction=0.02, deep_slice_fraction=0.3)])
-    assert t.to_tags()["qc_max_deep_slice_fraction"] == "0.45"  # not 0.44999999999999996
-    assert t.to_tags()["qc_min_head_agreement"] == "0.895"
+    t = calibrate_qc([feats(head_agreement=0.98, uncertain_fraction=0.02, deep_slice_fraction=0.13)])
+    assert t.to_tags()["qc_max_deep_slice_fraction"] == "0.585"  # 4.5 * 0.13, not 0.5850000000000001
+    assert t.to_tags()["qc_min_head_agreement"] == "0.91"
 
 
 def test_several_reasons_worst_first() -> None:
