@@ -72,6 +72,18 @@ def plain_training(dataset: Path, epochs: int, batch_size: int, threads: int, va
     hybrid loss, augmentation, precision policy, channels_last and batch size as a Ray Train
     worker, the slices already decoded in memory; with ``validate``, the validation split is
     scored at every depth after each epoch, as a worker does."""
+    _, seconds, rate = _plain_loop(dataset, epochs, batch_size, threads, validate, seed)
+    return PlainTraining(seconds, rate)
+
+
+def train_plain(dataset: Path, epochs: int, batch_size: int, threads: int, seed: int = 0):
+    """The network :func:`plain_training` trains (eval mode), for benchmarks that need a trained
+    model but not Ray Train's machinery."""
+    model, _, _ = _plain_loop(dataset, epochs, batch_size, threads, validate=False, seed=seed)
+    return model.eval()
+
+
+def _plain_loop(dataset: Path, epochs: int, batch_size: int, threads: int, validate: bool, seed: int):
     import pyarrow.parquet as pq
     import torch
 
@@ -111,7 +123,7 @@ def plain_training(dataset: Path, epochs: int, batch_size: int, threads: int, va
             with torch.no_grad(), autocast(device):
                 for begin in range(0, len(val_images), 2 * batch_size):
                     model(val_images[begin : begin + 2 * batch_size])  # all four heads, as a worker scores them
-    return PlainTraining(time.perf_counter() - start, rate)
+    return model, time.perf_counter() - start, rate
 
 
 def register_untrained(uri: str, size: int, organs: Sequence[str] = ("liver",), experiment: str = "bench") -> None:
@@ -131,3 +143,16 @@ def register_untrained(uri: str, size: int, organs: Sequence[str] = ("liver",), 
         registry.register_depths(model, run_id=run_id, organ=organ, modality="CT", metrics=metrics, alpha=0.5,
                                  gamma=2.0, dataset_checksum="bench", input_size=size, uri=uri)
         registry.promote(run_id, uri=uri)
+
+
+def demo_workdir(workdir: Path) -> tuple[Path, str]:
+    """``(workdir, MLflow URI)`` of a demo run (``jobs/demo.py --workdir``), running the demo
+    first when ``workdir`` holds none: the trained, registered models benchmarks compare."""
+    from anunet_platform import registry
+    from anunet_platform.demo import DemoConfig, run_demo
+
+    workdir = Path(workdir).resolve()
+    if not (workdir / "dataset").is_dir():
+        print(f"no demo in {workdir}: running it first")
+        run_demo(DemoConfig(workdir=workdir))
+    return workdir, registry.tracking_uri(workspace=workdir)
