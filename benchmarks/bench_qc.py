@@ -77,7 +77,7 @@ def main() -> None:
             print(f"{'case':<10} {'kind':<9} {'Dice':>6} {'qc':>6} {'review':>6}  reasons")
             for c in sorted(ids, key=lambda c: rows[c]["qc_score"]):
                 print(f"{c:<10} {kinds[c][0]:<9} {dice[c]:>6.3f} {rows[c]['qc_score']:>6.3f} "
-                      f"{'yes' if rows[c]['needs_review'] else 'no':>6}  {rows[c]['review_reasons'] or ''}")
+                      f"{'yes' if rows[c]['needs_review'] else 'no':>6}  {rows[c]['qc_reasons'] or ''}")
             print("by kind: " + ", ".join(
                 f"{k} Dice {np.mean([dice[c] for c in ids if kinds[c][0] == k]):.3f} flagged "
                 f"{sum(rows[c]['needs_review'] for c in ids if kinds[c][0] == k)}/{sum(kinds[c][0] == k for c in ids)}"

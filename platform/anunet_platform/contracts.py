@@ -282,7 +282,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("deep_slice_fraction", pa.float64()),  # slices that needed the deepest depth (null at a fixed depth)
         ("qc_score", pa.float64()),  # 0..1, 1 = no sign of trouble; below 0.5 = needs review
         ("needs_review", pa.bool_()),
-        ("review_reasons", pa.string()),  # "; "-joined, null when none
+        ("qc_reasons", pa.string()),  # "; "-joined, null when none
     ]
 )
 

@@ -369,7 +369,7 @@ class QcAssessment:
 
     @property
     def reasons_text(self) -> str | None:
-        """The manifest's ``review_reasons``: the reasons joined by ``"; "``, None when none."""
+        """The manifest's ``qc_reasons``: the reasons joined by ``"; "``, None when none."""
         return "; ".join(self.reasons) if self.reasons else None
 
 

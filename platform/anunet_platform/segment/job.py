@@ -44,7 +44,7 @@ __all__ = ["STATISTICS_KEYS", "SegmentSummary", "run_segmentation", "statistics_
 STATISTICS_KEYS: tuple[str, ...] = (
     "organ_voxels", "organ_ml", "mean_intensity", "std_intensity", "intensity_unit", "bbox_min_mm", "bbox_max_mm",
     "centroid_mm", "touches_border", "border_sides", "removed_voxels", "overlap_voxels", "model_version",
-    "volume_z", "qc_score", "needs_review", "review_reasons",
+    "volume_z", "qc_score", "needs_review", "qc_reasons",
 )
 """The manifest columns ``OUT/statistics.json`` repeats per case and organ."""
 

@@ -20,7 +20,7 @@ The page, top to bottom:
 - every case row in a table that sorts on a header click (numbers as numbers, empty cells
   last). The page's address can ask for a sort: ``report.html#sort=organ_ml`` sorts by
   organ volume ascending, ``#sort=-qc_score`` by score descending (the keys are the column
-  names: ``case_id organ status depth organ_ml qc_score needs_review review_reasons
+  names: ``case_id organ status depth organ_ml qc_score needs_review qc_reasons
   seconds``). Once its script ran, ``<body>`` carries ``data-ready="1"``, ``data-sort`` (the
   applied sort) and, after the load event, ``data-images`` (images decoded).
 
@@ -57,7 +57,7 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("organ_ml", "organ mL"),
     ("qc_score", "QC score"),
     ("needs_review", "review"),
-    ("review_reasons", "reasons"),
+    ("qc_reasons", "reasons"),
     ("seconds", "seconds"),
 )
 """The table's columns: the manifest column (also the ``#sort=`` key) and its header."""
@@ -170,7 +170,7 @@ def _case_row(row: Mapping[str, Any], default_organ: str) -> dict[str, Any]:
         "organ_ml": _num(row.get("organ_ml")),
         "qc_score": _num(row.get("qc_score")),
         "needs_review": bool(row.get("needs_review")),
-        "review_reasons": row.get("review_reasons") or "",
+        "qc_reasons": row.get("qc_reasons") or "",
         "seconds": _num(row.get("seconds")),
         "gflop_per_slice": _num(row.get("gflop_per_slice")),
     }
@@ -276,7 +276,7 @@ def _review_section(review: Sequence[Mapping[str, Any]], preview: Any, max_previ
         image = (f'<img alt="preview of {_e(case["case_id"])}" src="data:image/png;base64,'
                  f'{base64.b64encode(png).decode("ascii")}">' if png else '<div class="noimg">no preview</div>')
         organs = "".join(
-            f"<li><b>{_e(r['organ'])}</b> {_score(r['qc_score'])} {_e(r['review_reasons']) or '<i>no reason given</i>'}"
+            f"<li><b>{_e(r['organ'])}</b> {_score(r['qc_score'])} {_e(r['qc_reasons']) or '<i>no reason given</i>'}"
             f"{_volume_text(r)}</li>"
             for r in case["organs"]
         )
@@ -386,7 +386,7 @@ def _table_section(cases: Sequence[Mapping[str, Any]]) -> str:
             f'<td class="r" data-v="{_fmt(r["organ_ml"], 6)}">{_fmt(r["organ_ml"], 1)}</td>',
             f'<td class="r" data-v="{_fmt(r["qc_score"], 6)}">{_fmt(r["qc_score"], 2)}</td>',
             f'<td data-v="{int(r["needs_review"])}">{"yes" if r["needs_review"] else ""}</td>',
-            f'<td>{_e(r["review_reasons"])}</td>',
+            f'<td>{_e(r["qc_reasons"])}</td>',
             f'<td class="r" data-v="{_fmt(r["seconds"], 6)}">{_fmt(r["seconds"], 1)}</td>',
         ]
         flag = ' class="flag"' if r["needs_review"] else ""

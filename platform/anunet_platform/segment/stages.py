@@ -353,7 +353,7 @@ def _write_outputs(row: Mapping[str, Any], ctx: CaseContext) -> list[dict[str, A
 
 
 def _qc_fields(heads: Mapping[str, Any], organ_ml: float, touches_border: bool, organ: OrganOutput) -> dict[str, Any]:
-    """``volume_z``, ``qc_score``, ``needs_review`` and ``review_reasons`` of one organ of a case
+    """``volume_z``, ``qc_score``, ``needs_review`` and ``qc_reasons`` of one organ of a case
     (:func:`~anunet_platform.qc.assess` against the version's calibrated thresholds)."""
     volumes = organ.volume_tags
     z = None
@@ -366,7 +366,7 @@ def _qc_fields(heads: Mapping[str, Any], organ_ml: float, touches_border: bool, 
                           deep_slice_fraction=heads.get("deep_slice_fraction"))
     verdict = assess(features, QcThresholds.from_tags(organ.qc_tags))
     return {"volume_z": z, "qc_score": float(verdict.qc_score), "needs_review": bool(verdict.needs_review),
-            "review_reasons": "; ".join(verdict.reasons) or None}
+            "qc_reasons": "; ".join(verdict.reasons) or None}
 
 
 def _statistics_fields(stats) -> dict[str, Any]:

@@ -690,7 +690,7 @@ def _check_qc_columns(row: dict) -> None:
     assert 0.0 <= row["head_agreement"] <= 1.0 and 0.0 <= row["uncertain_fraction"] <= 1.0
     assert 0.0 <= row["qc_score"] <= 1.0
     assert row["needs_review"] == (row["qc_score"] < 0.5)
-    assert (row["review_reasons"] is not None) == row["needs_review"], row["review_reasons"]
+    assert (row["qc_reasons"] is not None) == row["needs_review"], row["qc_reasons"]
     assert row["volume_z"] is not None and np.isfinite(row["volume_z"]), "the training volumes are registered"
 
 
@@ -756,7 +756,7 @@ def test_quality_control_flags_the_cases_made_hard_on_purpose(trained, tmp_path:
                       dice_threshold=float(np.median([dice[c] for c in ids])) + 1e-9)
     print(found.line())
     for c in ids:
-        print(f"{c} {kinds[c]:>9} dice {dice[c]:.3f} qc {rows[c]['qc_score']:.3f} {rows[c]['review_reasons']}")
+        print(f"{c} {kinds[c]:>9} dice {dice[c]:.3f} qc {rows[c]['qc_score']:.3f} {rows[c]['qc_reasons']}")
     assert found.auroc is not None and found.auroc >= 0.6, found.line()
     assert found.flagged_dice is None or found.unflagged_dice is None or found.flagged_dice < found.unflagged_dice
     mr = [c for c in ids if kinds[c] == "mr"]

@@ -43,7 +43,7 @@ def _row(case_id: str | None, status: str = "ok", **columns) -> dict:
 
 def _qc(score: float, reasons: str | None = None, histogram: list[int] | None = None) -> dict:
     """The quality-control columns of a row (review below 0.5)."""
-    return {"qc_score": score, "needs_review": score < 0.5, "review_reasons": reasons,
+    return {"qc_score": score, "needs_review": score < 0.5, "qc_reasons": reasons,
             "depth_histogram": histogram if histogram is not None else [30, 12, 4, 2],
             "gflop_per_slice": 1.25, "head_agreement": 0.9, "uncertain_fraction": 0.01, "volume_z": 0.3,
             "deep_slice_fraction": 2 / 48}
