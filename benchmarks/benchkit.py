@@ -89,7 +89,7 @@ def _plain_loop(dataset: Path, epochs: int, batch_size: int, threads: int, valid
 
     from anunet_core import ANUNet, HybridLoss
     from anunet_core.augmentation import AugmentationConfig, augment_batch
-    from anunet_platform.ingest import decode_slices
+    from anunet_platform.contracts import decode_slices
     from anunet_platform.precision import autocast
 
     torch.set_num_threads(threads)
