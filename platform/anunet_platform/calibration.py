@@ -255,9 +255,10 @@ def registration_tags(cases: Sequence[ValidationCase], volumes: VolumeStats | No
     depth = max(tags) if tags else 0
     volume_tags = volumes.to_tags() if volumes else {}
     for d in tags:
-        fixed = [case_qc_features(c, np.full(len(c.truth), d), volumes) for c in cases]
         tags[d].update(volume_tags)
-        tags[d].update(calibrate_qc(fixed).to_tags())
+        if d != depth:  # the deepest depth's thresholds come from the adaptive replay below
+            fixed = [case_qc_features(c, np.full(len(c.truth), d), volumes) for c in cases]
+            tags[d].update(calibrate_qc(fixed).to_tags())
     calibration = None
     if depth:
         heads = [CaseHeads(probs=c.heads, truth=c.truth, slice_weight=c.slice_weight) for c in cases]
