@@ -4,9 +4,11 @@ One concept per module (README "Architecture" has the whole tree):
 
 - ``vocabulary``: organs, modalities, depths and label tables, with their checks;
 - ``errors``: the one formatter of error reasons (:func:`~anunet_core.errors.one_line`);
-- ``model`` (ANU-Net and pruning), ``inference`` (the deployment fast path), ``anytime`` (the
-  incremental forward, one depth at a time), ``adaptive`` (per-slice adaptive depth), ``loss``
-  (the hybrid loss of Eq. 8), ``metrics`` (Eq. 9-12 and surface distances), ``augmentation``;
+- ``model`` (ANU-Net and pruning), ``baselines`` (the five networks of the paper's comparison,
+  one per module, and ``build_network(arch)``), ``inference`` (the deployment fast path),
+  ``anytime`` (the incremental forward, one depth at a time), ``adaptive`` (per-slice adaptive
+  depth), ``loss`` (the hybrid loss of Eq. 8), ``metrics`` (Eq. 9-12 and surface distances),
+  ``augmentation``;
 - ``io`` (volumes, NIfTI, DICOM series, DICOM SEG, label alignment, atomic writes),
   ``archives`` (every archive layout), ``preprocessing`` (shared by training and inference;
   one organ's mask or several organs' label map back on the scan), ``postprocessing`` (each
@@ -28,6 +30,12 @@ _EXPORTS = {
     "AttentionGate": "anunet_core.model",
     "count_parameters": "anunet_core.model",
     "prune": "anunet_core.model",
+    "UNet": "anunet_core.baselines.unet",
+    "R2UNet": "anunet_core.baselines.r2unet",
+    "UNetPlusPlus": "anunet_core.baselines.unetpp",
+    "AttentionUNet": "anunet_core.baselines.attunet",
+    "AttentionR2UNet": "anunet_core.baselines.attr2unet",
+    "build_network": "anunet_core.baselines",
     "HybridLoss": "anunet_core.loss",
     "optimize_for_inference": "anunet_core.inference",
     "NodeCache": "anunet_core.anytime",

@@ -14,6 +14,11 @@ Organs and label values
 Depths
     ANU-Net has four nested heads X0,1..X0,4; ``depth`` d = 1..4 is the pruned network whose
     output is X0,d (:data:`DEPTHS`).
+
+Architectures
+    ANU-Net and the five networks the paper compares it with (:data:`ARCHS`); the nested ones
+    have depths like ANU-Net (:data:`NESTED_ARCHS`). The networks themselves are in
+    :mod:`anunet_core.baselines`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 __all__ = [
+    "ARCHS",
     "CHAOS_GREY",
     "CHAOS_GREY_RANGES",
     "DEPTHS",
@@ -29,12 +35,14 @@ __all__ = [
     "MAX_DEPTH",
     "MODALITIES",
     "MSD_LABELS",
+    "NESTED_ARCHS",
     "ORGANS",
     "ORGAN_LABEL_VALUES",
     "ORGAN_MAP_VALUES",
     "ORGAN_SNOMED",
     "TOTALSEG_LABELS",
     "is_depth",
+    "validate_arch",
     "validate_depth",
     "validate_modality",
     "validate_organ",
@@ -49,6 +57,13 @@ MODALITIES: tuple[str, ...] = ("CT", "MR")
 MAX_DEPTH = 4
 DEPTHS: tuple[int, ...] = tuple(range(1, MAX_DEPTH + 1))
 """ANU-Net's pruning depths: depth d outputs the nested head X0,d."""
+
+ARCHS: tuple[str, ...] = ("anunet", "unet", "r2unet", "unetpp", "attunet", "attr2unet")
+"""ANU-Net and the paper's five baselines (Tables 2-5): U-Net, R2U-Net, UNet++, Attention U-Net
+and Attention R2U-Net, spelled as ``--arch`` and the registered model names spell them."""
+
+NESTED_ARCHS: tuple[str, ...] = ("anunet", "unetpp")
+"""The architectures with nested deep-supervision heads: they have :data:`DEPTHS` and prune."""
 
 TOTALSEG_LABELS: Mapping[str, int] = MappingProxyType(
     {
@@ -129,6 +144,14 @@ def validate_modality(modality: str) -> str:
     name = str(modality).strip().upper()
     if name not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    return name
+
+
+def validate_arch(arch: str) -> str:
+    """Lower-cased architecture name, checked against :data:`ARCHS` (``ValueError`` otherwise)."""
+    name = str(arch).strip().lower()
+    if name not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
     return name
 
 

@@ -7,7 +7,7 @@
   is tune -> train (a tuning trial is a training run);
 - only the registry package imports mlflow;
 - the vocabulary, the error formatter and the contracts are defined once: no other module
-  assigns DEPTHS, ORGANS, MODALITIES, SLICE_SCHEMA or MANIFEST_SCHEMA, or defines a
+  assigns DEPTHS, ORGANS, MODALITIES, ARCHS, SLICE_SCHEMA or MANIFEST_SCHEMA, or defines a
   ``_one_line``/``case_error``.
 """
 
@@ -143,6 +143,8 @@ def test_only_the_registry_imports_mlflow() -> None:
         ("ORGANS", "anunet_core.vocabulary"),
         ("MODALITIES", "anunet_core.vocabulary"),
         ("MAX_DEPTH", "anunet_core.vocabulary"),
+        ("ARCHS", "anunet_core.vocabulary"),
+        ("NESTED_ARCHS", "anunet_core.vocabulary"),
         ("SLICE_SCHEMA", "anunet_platform.contracts"),
         ("MANIFEST_SCHEMA", "anunet_platform.contracts"),
     ],
