@@ -16,8 +16,10 @@ No slice stops below ``min_depth``. The per-slice numbers the rule reads are
 
 Calibration (:func:`calibrate_exit_rule`) replays every rule of a small grid on validation
 cases whose heads were all computed once (:class:`CaseHeads`, :func:`simulate`) and keeps the
-rule with the lowest expected cost (GFLOP per slice) whose mean volume Dice stays within
-``max_dice_drop`` of the max-depth Dice. A case's signals and its per-slice confusion counts at
+rule with the lowest expected cost (GFLOP per slice) whose volume-Dice drop against max depth is
+within ``max_dice_drop`` with confidence (a paired bootstrap over the cases,
+:mod:`anunet_core.confidence`). With fewer cases than that needs, only confidently empty slices
+may exit early, and only if no case loses more than the drop. A case's signals and its per-slice confusion counts at
 every depth are computed once, so one rule costs a few vectorised numpy operations over
 ``(D, slices)`` arrays: the default grid (756 rules) on 4 cases of 48 slices of 128 x 128 with
 4 heads calibrates in about 0.6 s on a busy 2-core CPU (0.13 s to prepare, 0.5 ms a rule).
@@ -49,6 +51,13 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from anunet_core.confidence import (
+    DEFAULT_CONFIDENCE,
+    MIN_BOOTSTRAP_CASES,
+    bootstrap_dice_drop,
+    percent_text,
+    percentile_name,
+)
 from anunet_core.vocabulary import MAX_DEPTH
 
 __all__ = [
@@ -545,15 +554,27 @@ def calibrate_exit_rule(
     gflops: Mapping[int, float],
     max_dice_drop: float,
     grid: ExitGrid = DEFAULT_GRID,
+    min_cases: int = MIN_BOOTSTRAP_CASES,
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> Calibration:
     """The cheapest rule of ``grid`` that keeps the Dice within ``max_dice_drop`` of max depth.
 
     Every rule of the grid (stopping at ``D``, the cases' number of heads) is replayed with
-    :func:`simulate`; a rule is admissible when its mean volume Dice is ``>= reference -
-    max_dice_drop`` (``reference``: every slice at head ``D``). Of those, the lowest expected
-    GFLOP per slice wins; ties go to the higher Dice, then to the stricter rule (higher ``tau``,
-    lower ``uncertain_max``, lower ``empty_max_prob``). When no rule is cheaper than max depth
-    the result is :meth:`ExitRule.never`. Deterministic.
+    :func:`simulate` and compared case by case with the reference (every slice at head ``D``).
+    Which rules are admissible depends on how many cases there are:
+
+    - ``>= min_cases``: the ``confidence`` upper percentile of the rule's mean volume-Dice drop,
+      by the paired bootstrap over the cases (:func:`~anunet_core.confidence.bootstrap_dice_drop`),
+      is ``<= max_dice_drop``;
+    - fewer: only rules that never exit by agreement (``tau > 1``: confidently empty slices
+      alone stop early), and only when no case loses more than ``max_dice_drop``. Agreement
+      exits calibrated on the demo's 2 validation cases expected a drop of at most 0.005 and
+      lost 0.018 volume Dice on unseen cases (``benchmarks/bench_adaptive.py``).
+
+    Of the admissible rules the lowest expected GFLOP per slice wins; ties go to the higher Dice,
+    then to the stricter rule (higher ``tau``, lower ``uncertain_max``, lower
+    ``empty_max_prob``). When no rule is cheaper than max depth the result is
+    :meth:`ExitRule.never`. Deterministic.
 
     Args:
         cases: validation cases with every head computed (may be empty: then
@@ -561,9 +582,14 @@ def calibrate_exit_rule(
         gflops: cumulative GFLOP per slice of heads ``1..D``.
         max_dice_drop: the largest mean volume-Dice loss accepted (>= 0, Dice units).
         grid: the candidate rules; default :data:`DEFAULT_GRID`.
+        min_cases: the fewest cases whose bootstrap is trusted; default
+            :data:`~anunet_core.confidence.MIN_BOOTSTRAP_CASES` (5).
+        confidence: the bootstrap's one-sided confidence, in (0, 1); default 0.95.
     """
     if isinstance(max_dice_drop, bool) or not isinstance(max_dice_drop, numbers.Real) or not 0 <= max_dice_drop <= 1:
         raise ValueError(f"max_dice_drop must be a number in [0, 1], got {max_dice_drop!r}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     if not cases:
         top = ExitRule.NEVER.max_depth
         cost = float(gflops.get(top, math.nan))
@@ -580,27 +606,44 @@ def calibrate_exit_rule(
     depth = replay.depth
     cost = _costs(gflops, depth)
     reference = replay.run(ExitRule.never(depth), cost)
-    floor = reference.mean_dice - max_dice_drop - 1e-12
-    best: tuple[tuple[float, ...], Simulation] | None = None
-    for rule in grid.rules(depth):
-        result = replay.run(rule, cost)
-        if result.mean_dice < floor:
+    confident = len(cases) >= min_cases
+    results = [replay.run(rule, cost) for rule in grid.rules(depth) if confident or rule.tau > 1.0]
+    if confident:
+        dice = np.stack([reference.dice, *(r.dice for r in results)])  # (1 + rules, cases)
+        mean_drop, upper = bootstrap_dice_drop(dice, reference=0, confidence=confidence)
+        admissible = upper[1:] <= max_dice_drop + 1e-12
+    else:
+        mean_drop = upper = np.zeros(len(results) + 1)
+        admissible = np.array([bool(np.all(reference.dice - r.dice <= max_dice_drop + 1e-12)) for r in results])
+    best: tuple[tuple[float, ...], int] | None = None
+    for index, (result, ok) in enumerate(zip(results, admissible, strict=True)):
+        if not ok:
             continue
+        rule = result.rule
         key = (result.mean_gflop, -result.mean_dice, -rule.tau, rule.uncertain_max, rule.empty_max_prob)
         if best is None or key < best[0]:
-            best = (key, result)
-    chosen = reference if best is None or best[1].mean_gflop >= reference.mean_gflop else best[1]
+            best = (key, index)
+    cheaper = best is not None and results[best[1]].mean_gflop < reference.mean_gflop
+    chosen = results[best[1]] if cheaper else reference
     slices = int(sum(replay.slices))
-    where = f"{len(cases)} validation case{'s' if len(cases) != 1 else ''} ({slices} slices, {len(grid)} rules)"
+    where = f"{len(cases)} validation case{'s' if len(cases) != 1 else ''} ({slices} slices, {len(results)} rules)"
+    if not confident:
+        where += (f"; fewer than {min_cases}, so only confidently empty slices may exit early and no case may "
+                  f"lose more than {max_dice_drop:g}")
     if chosen is reference:
         reason = (
             f"calibrated on {where}: no rule saves GFLOP within a volume-Dice drop of {max_dice_drop:g} "
             f"of L{depth} ({reference.mean_dice:.4f}): every slice runs to L{depth}"
         )
     else:
+        interval = ""
+        if confident:
+            row = 1 + best[1]
+            interval = (f" with {percent_text(confidence)}% confidence (mean drop {mean_drop[row]:.3f}, "
+                        f"{percentile_name(confidence)} percentile {upper[row]:.3f})")
         reason = (
             f"calibrated on {where}: expected volume Dice {chosen.mean_dice:.4f} vs "
-            f"{reference.mean_dice:.4f} at L{depth} (drop <= {max_dice_drop:g}), "
+            f"{reference.mean_dice:.4f} at L{depth} (drop <= {max_dice_drop:g}{interval}), "
             f"{reference.mean_gflop / chosen.mean_gflop:.2f}x fewer GFLOP/slice "
             f"({chosen.mean_gflop:.3g} vs {reference.mean_gflop:.3g})"
         )
@@ -613,3 +656,4 @@ def calibrate_exit_rule(
         speedup=reference.mean_gflop / chosen.mean_gflop if chosen.mean_gflop > 0 else math.inf,
         reason=reason,
     )
+

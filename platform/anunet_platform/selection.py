@@ -27,14 +27,14 @@ Policies (:class:`DepthPolicy`), one rule each:
 
   1. the best depth has the highest mean case Dice (equal means -> the smaller depth);
   2. for every depth, the per-case difference ``best - depth`` is resampled over the cases with
-     replacement (a *paired* bootstrap: :data:`BOOTSTRAP_RESAMPLES` resamples, the same ones for
+     replacement (a *paired* bootstrap: :data:`~anunet_core.confidence.BOOTSTRAP_RESAMPLES` resamples, the same ones for
      every depth, from a fixed seed, so the choice is deterministic);
   3. a depth is within the drop with confidence when the ``confidence`` (0.95) upper percentile
      of its resampled mean difference is ``<= max_dice_drop`` (a 1e-9 slack absorbs float
      rounding). The best depth always is (its differences are 0); the smallest such depth wins.
 
   The reason records the interval: the chosen depth's mean drop and its upper percentile.
-  Fewer than :data:`MIN_BOOTSTRAP_CASES` cases, a depth without ``case_dice`` (a version
+  Fewer than :data:`~anunet_core.confidence.MIN_BOOTSTRAP_CASES` cases, a depth without ``case_dice`` (a version
   registered without the ``val_case_dice`` tag), or depths scored on different numbers of cases
   give no confident choice: the answer is the deepest registered depth, and the reason says why.
   Why not the pooled Dice: on a handful of validation cases the depths' pooled Dice differ by
@@ -80,23 +80,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from anunet_core.confidence import (
+    BOOTSTRAP_RESAMPLES,
+    DEFAULT_CONFIDENCE,
+    MIN_BOOTSTRAP_CASES,
+    bootstrap_dice_drop,
+    percent_text,
+    percentile_name,
+)
 from anunet_core.vocabulary import MAX_DEPTH, validate_depth
 
 __all__ = [
-    "BOOTSTRAP_RESAMPLES",
-    "BOOTSTRAP_SEED",
-    "DEFAULT_CONFIDENCE",
     "DEFAULT_LATENCY_BUDGET_MS",
     "DEFAULT_MAX_DICE_DROP",
     "DEPTH_RULES",
-    "MIN_BOOTSTRAP_CASES",
     "POSTPROCESS_MODES",
     "DepthCandidate",
     "DepthChoice",
     "DepthPolicy",
     "as_number",
     "PostprocessChoice",
-    "bootstrap_dice_drop",
     "candidates_from_registry",
     "choose_depth",
     "decide_postprocessing",
@@ -109,18 +112,6 @@ DEFAULT_LATENCY_BUDGET_MS: float | None = None
 """No latency budget by default (``--latency-budget-ms``): the Dice-drop rule applies."""
 DEPTH_RULES: tuple[str, ...] = ("bootstrap", "pooled")
 """The Dice-drop rules: ``bootstrap`` (the default, per-case with confidence) and ``pooled`` (the old one)."""
-DEFAULT_CONFIDENCE = 0.95
-"""The bootstrap's one-sided confidence: the upper percentile of the mean drop that must be within it."""
-BOOTSTRAP_RESAMPLES = 2000
-"""Resamples of the validation cases: the 95th percentile of 2000 moves by ~0.1 of its own spread."""
-BOOTSTRAP_SEED = 16
-"""The bootstrap's fixed seed: the same metrics always give the same depth (and reason)."""
-MIN_BOOTSTRAP_CASES = 5
-"""Fewer validation cases give no confident choice (the deepest depth instead). With n cases the
-bootstrap has only C(2n-1, n) distinct resamples (10 for 3 cases, 35 for 4, 126 for 5): its upper
-percentile is then little more than the largest case difference, and a percentile interval on so
-few cases covers the true mean drop far less often than it claims. 5 is a floor, not a target:
-the interval is only usefully narrow from a few tens of cases."""
 _THRESHOLD_SLACK = 1e-9  # float rounding at the Dice threshold: "exactly within" stays within
 
 
@@ -139,20 +130,6 @@ def as_number(value: object, what: str) -> float:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be a number, got {value!r}") from None
-
-
-def _percent(confidence: float) -> str:
-    """``0.95 -> "95"``, ``0.975 -> "97.5"``."""
-    return f"{round(100.0 * confidence, 6):g}"
-
-
-def _ordinal(confidence: float) -> str:
-    """The percentile's name: ``0.95 -> "95th"``, ``0.9 -> "90th"``, ``0.975 -> "97.5th"``."""
-    text = _percent(confidence)
-    if not text.isdigit():
-        return f"{text}th"
-    n = int(text)
-    return text + ("th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th"))
 
 
 def _drop(value: float) -> str:
@@ -251,7 +228,7 @@ class DepthPolicy:
             return f"smallest depth within {self.max_dice_drop:.3f} of the best validation Dice"
         return (
             f"smallest depth within {self.max_dice_drop:.3f} of the best volume Dice with "
-            f"{_percent(self.confidence)}% confidence (paired bootstrap over validation cases)"
+            f"{percent_text(self.confidence)}% confidence (paired bootstrap over validation cases)"
         )
 
 
@@ -342,45 +319,6 @@ def _budget_ignored(policy: DepthPolicy) -> str:
     return f"; the latency budget of {policy.latency_budget_ms:g} ms/slice is ignored"
 
 
-def bootstrap_dice_drop(
-    case_dice: np.ndarray | Sequence[Sequence[float]],
-    reference: int,
-    confidence: float = DEFAULT_CONFIDENCE,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Paired bootstrap of each depth's mean volume-Dice drop against one reference depth.
-
-    Args:
-        case_dice: ``(D, N)`` volume Dice of N validation cases (the same cases, in the same
-            order) at D depths.
-        reference: the row of the reference (best) depth, 0..D-1.
-        confidence: the upper percentile to return, in (0, 1). Default 0.95.
-        resamples: B, resamples of the N cases with replacement. Default 2000.
-        seed: seed of ``numpy.random.default_rng``; the same resamples serve every depth (so the
-            rows stay paired) and do not depend on D. Default :data:`BOOTSTRAP_SEED`.
-
-    Returns:
-        ``(mean_drop, upper)``, both ``(D,)``: the observed mean of ``case_dice[reference] -
-        case_dice[d]`` over the cases, and the ``confidence`` percentile (numpy's linear
-        interpolation) of that mean over the B resamples. The reference row is 0, 0.
-    """
-    dice = np.asarray(case_dice, dtype=np.float64)
-    if dice.ndim != 2 or dice.shape[1] == 0:
-        raise ValueError(f"case_dice must be (depths, cases) with at least one case, got shape {dice.shape}")
-    if not 0 <= reference < dice.shape[0]:
-        raise ValueError(f"reference must be a row of case_dice (0..{dice.shape[0] - 1}), got {reference!r}")
-    difference = dice[reference] - dice  # (D, N)
-    cases = difference.shape[1]
-    picks = np.random.default_rng(seed).integers(0, cases, size=(resamples, cases))  # (B, N)
-    # mean over each resample's picks = (counts of each case) @ difference / N: one (B, N) x (N, D) product
-    flat = (np.arange(resamples)[:, None] * cases + picks).ravel()
-    counts = np.bincount(flat, minlength=resamples * cases).reshape(resamples, cases).astype(np.float64)  # (B, N)
-    means = np.einsum("bn,dn->bd", counts, difference) / cases  # (B, D); no BLAS threads for so small a product
-    upper = np.percentile(means, 100.0 * confidence, axis=0)
-    return difference.mean(axis=1), upper
-
-
 def _deepest(cands: Sequence[DepthCandidate], why: str) -> DepthChoice:
     deepest = cands[-1].depth
     return DepthChoice(deepest, f"L{deepest}: the deepest depth, because {why}")
@@ -411,7 +349,7 @@ def _bootstrap_choice(cands: Sequence[DepthCandidate], policy: DepthPolicy) -> D
     mean_drop, upper = bootstrap_dice_drop(dice, best, policy.confidence, policy.resamples)
     within = upper <= policy.max_dice_drop + _THRESHOLD_SLACK  # the best row (0) always is
     chosen = int(np.argmax(within))  # the first (smallest) depth within
-    drop, pct, nth = f"{policy.max_dice_drop:.3f}", _percent(policy.confidence), _ordinal(policy.confidence)
+    drop, pct, nth = f"{policy.max_dice_drop:.3f}", percent_text(policy.confidence), percentile_name(policy.confidence)
     b, c = cands[best].depth, cands[chosen].depth
     if chosen != best:
         return DepthChoice(

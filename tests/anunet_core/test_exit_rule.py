@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from anunet_core.confidence import MIN_BOOTSTRAP_CASES, bootstrap_dice_drop
 from anunet_core.exit_rule import (
     DEFAULT_GRID,
     UNCERTAIN_BAND,
@@ -351,7 +352,7 @@ def test_case_heads_rejects_bad_arrays(kwargs: dict, message: str) -> None:
 def test_calibration_known_answer(depth: int) -> None:
     """Organ-free slices exit at L1 (empty rule), organ slices at L2 (agreement 28/30 with L1)."""
     gflops = {d: GFLOPS[d] for d in range(1, depth + 1)}
-    cases = [easy_case(depth), easy_case(depth)]
+    cases = [easy_case(depth)] * MIN_BOOTSTRAP_CASES
     calibration = calibrate_exit_rule(cases, gflops, max_dice_drop=0.0)
     assert calibration.dice == 1.0
     assert calibration.reference_dice == 1.0
@@ -361,10 +362,36 @@ def test_calibration_known_answer(depth: int) -> None:
     # the strictest rule of the grid with that cost
     expected_tau = 0.93 if depth > 2 else TAU_OFF  # L2 is the last head when depth == 2
     assert calibration.rule == ExitRule(tau=expected_tau, uncertain_max=0.0, empty_max_prob=0.05, max_depth=depth)
-    assert simulate(cases, calibration.rule, gflops).depth_histogram() == [4, 4] + [0] * (depth - 2)
+    n = 2 * MIN_BOOTSTRAP_CASES
+    assert simulate(cases, calibration.rule, gflops).depth_histogram() == [n, n] + [0] * (depth - 2)
     assert f"1.0000 vs 1.0000 at L{depth}" in calibration.reason
+    assert "with 95% confidence (mean drop 0.000, 95th percentile 0.000)" in calibration.reason
     assert f"{depth / 1.5:.2f}x fewer GFLOP/slice" in calibration.reason
-    assert "2 validation cases" in calibration.reason
+    assert f"{MIN_BOOTSTRAP_CASES} validation cases" in calibration.reason
+
+
+@pytest.mark.parametrize("depth", [3, 4])
+def test_too_few_cases_allow_only_the_organ_absent_exit(depth: int) -> None:
+    """The same slices on 2 cases: agreement exits are not trusted, organ-free slices still stop at L1."""
+    gflops = {d: GFLOPS[d] for d in range(1, depth + 1)}
+    cases = [easy_case(depth)] * 2
+    calibration = calibrate_exit_rule(cases, gflops, max_dice_drop=0.0)
+    assert calibration.rule == ExitRule(tau=TAU_OFF, uncertain_max=0.0, empty_max_prob=0.05, max_depth=depth)
+    assert simulate(cases, calibration.rule, gflops).depth_histogram() == [4] + [0] * (depth - 2) + [4]
+    assert calibration.gflop == pytest.approx((1 + depth) / 2) and calibration.dice == 1.0
+    assert "2 validation cases (8 slices, 63 rules); fewer than 5, so only confidently empty slices" in calibration.reason
+    assert "confidence" not in calibration.reason
+    # a lower bar for the bootstrap, and agreement exits come back
+    assert calibrate_exit_rule(cases, gflops, max_dice_drop=0.0, min_cases=2).rule.tau == 0.93
+
+
+def test_too_few_cases_refuse_an_empty_exit_that_loses_a_case() -> None:
+    """A slice whose organ L1 misses entirely (all p = 0): the empty exit would lose it; refused."""
+    truth = square()[None]
+    probs = np.stack([np.zeros_like(truth, dtype=np.float32)] + [confident(truth)] * 3)
+    calibration = calibrate_exit_rule([CaseHeads(probs=probs, truth=truth), easy_case(4)], GFLOPS, 0.005)
+    assert calibration.rule == ExitRule(tau=TAU_OFF, uncertain_max=0.0, empty_max_prob=0.0)
+    assert "every slice runs to L4" in calibration.reason
 
 
 def costly_case() -> CaseHeads:
@@ -377,6 +404,12 @@ def costly_case() -> CaseHeads:
     return CaseHeads(probs=probs, truth=truth)
 
 
+def perfect_case() -> CaseHeads:
+    """The slice of :func:`costly_case` with every head perfect: exiting at L2 costs nothing."""
+    truth = square(size=8, top=1, left=1, side=5)[None]
+    return CaseHeads(probs=np.stack([confident(truth)] * 4), truth=truth)
+
+
 @pytest.mark.parametrize(
     ("max_dice_drop", "gflop", "dice"),
     [
@@ -385,7 +418,7 @@ def costly_case() -> CaseHeads:
     ],
 )
 def test_calibration_respects_max_dice_drop(max_dice_drop: float, gflop: float, dice: float) -> None:
-    calibration = calibrate_exit_rule([costly_case()], GFLOPS, max_dice_drop)
+    calibration = calibrate_exit_rule([costly_case()] * MIN_BOOTSTRAP_CASES, GFLOPS, max_dice_drop)
     assert calibration.gflop == gflop
     assert calibration.dice == pytest.approx(dice)
     assert calibration.reference_dice == 1.0
@@ -398,27 +431,46 @@ def test_calibration_respects_max_dice_drop(max_dice_drop: float, gflop: float, 
         assert calibration.speedup == 2.0
 
 
+def test_calibration_refuses_a_rule_within_the_drop_only_on_average() -> None:
+    """Half the cases lose 0.0204 by exiting at L2, half nothing: mean drop 0.0102 is within 0.015,
+    but with 95% confidence it is not (its 95th percentile is 0.017), so no agreement exit."""
+    cases = [costly_case(), perfect_case()] * 3
+    calibration = calibrate_exit_rule(cases, GFLOPS, 0.015)
+    l2 = simulate(cases, ExitRule(tau=0.99, uncertain_max=0.0, empty_max_prob=0.0), GFLOPS)
+    assert calibration.reference_dice - l2.mean_dice == pytest.approx(1 / 49 / 2)  # the premise: within on average
+    mean, upper = bootstrap_dice_drop(np.stack([np.ones(6), l2.dice]), reference=0)
+    assert mean[1] == pytest.approx(1 / 49 / 2) and upper[1] > 0.015
+    assert calibration.rule == ExitRule.NEVER and calibration.gflop == 4.0
+    # a looser drop takes it, and the reason quotes that interval
+    looser = calibrate_exit_rule(cases, GFLOPS, 0.025)
+    assert looser.rule.tau <= 1.0 and looser.gflop == 2.0  # every slice stops at L2
+    assert f"(mean drop {mean[1]:.3f}, 95th percentile {upper[1]:.3f})" in looser.reason
+
+
 @pytest.mark.parametrize("max_dice_drop", [0.0, 0.005, 0.02, 0.1])
 def test_calibration_bound_holds_on_noisy_heads(max_dice_drop: float) -> None:
     generator = np.random.default_rng(1)
     cases = []
-    for index in range(3):
+    for index in range(6):
         truth = np.zeros((6, 16, 16), dtype=bool)
-        truth[1 + index : 5, 3:12, 4:10] = True
+        truth[1 + index % 3 : 5, 3:12, 4:10] = True
         noise = [0.5, 0.35, 0.2, 0.1]
         probs = np.stack([np.clip(truth + generator.normal(0, s, truth.shape), 0, 1) for s in noise])
         cases.append(CaseHeads(probs=probs.astype(np.float32), truth=truth))
     grid = ExitGrid(taus=(0.5, 0.8, 0.9, 0.95, 1.01), uncertain_maxes=(0.01, 0.1, 1.0), empty_max_probs=(0.0, 0.5))
     calibration = calibrate_exit_rule(cases, GFLOPS, max_dice_drop, grid=grid)
-    assert calibration.dice >= calibration.reference_dice - max_dice_drop
     assert calibration.gflop <= calibration.reference_gflop
     again = calibrate_exit_rule(cases, GFLOPS, max_dice_drop, grid=grid)
     assert again == calibration
     check = simulate(cases, calibration.rule, GFLOPS)
     assert (check.mean_dice, check.mean_gflop) == (calibration.dice, calibration.gflop)
-    for rule in grid.rules():  # nothing admissible is cheaper
-        other = simulate(cases, rule, GFLOPS)
-        if other.mean_dice >= calibration.reference_dice - max_dice_drop:
+    reference = simulate(cases, ExitRule.NEVER, GFLOPS)
+    others = [simulate(cases, rule, GFLOPS) for rule in grid.rules()]
+    _, upper = bootstrap_dice_drop(np.stack([reference.dice, *(o.dice for o in others)]), reference=0)
+    chosen = check.dice if calibration.rule != ExitRule.NEVER else reference.dice
+    assert bootstrap_dice_drop(np.stack([reference.dice, chosen]), reference=0)[1][1] <= max_dice_drop + 1e-12
+    for other, bound in zip(others, upper[1:], strict=True):  # nothing admissible is cheaper
+        if bound <= max_dice_drop:
             assert other.mean_gflop >= calibration.gflop
 
 

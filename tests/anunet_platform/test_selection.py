@@ -13,15 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from anunet_core.confidence import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, MIN_BOOTSTRAP_CASES, bootstrap_dice_drop
 from anunet_platform import selection
 from anunet_platform.selection import (
-    BOOTSTRAP_RESAMPLES,
-    BOOTSTRAP_SEED,
-    MIN_BOOTSTRAP_CASES,
     DepthCandidate,
     DepthChoice,
     DepthPolicy,
-    bootstrap_dice_drop,
     candidates_from_registry,
     choose_depth,
 )
@@ -239,7 +236,7 @@ def test_candidate_case_dice_must_be_numbers(case_dice: object) -> None:
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"case_dice": np.zeros((2, 0))}, r"at least one case, got shape \(2, 0\)"),
-    ({"case_dice": np.zeros(3)}, r"\(depths, cases\)"),
+    ({"case_dice": np.zeros(3)}, r"\(rows, cases\)"),
     ({"case_dice": np.zeros((2, 3)), "reference": 2}, r"reference must be a row of case_dice \(0..1\), got 2"),
 ])
 def test_bootstrap_refuses_bad_shapes(kwargs: dict, match: str) -> None:
