@@ -140,6 +140,12 @@ class ExitRule:
         by_empty = self.empty_max_prob > 0.0
         return self.min_depth < self.max_depth and (by_agreement or by_empty)
 
+    @property
+    def exits_by_agreement(self) -> bool:
+        """Whether a slice can stop before ``max_depth`` because its heads agree (not only when
+        empty): only then does the share of slices at ``max_depth`` say how hard a case was."""
+        return self.tau <= 1.0 and self.max_depth >= 2 and self.min_depth < self.max_depth
+
     def to_tags(self) -> dict[str, str]:
         """Registry tags (string values; floats exactly, as ``repr``)."""
         return {

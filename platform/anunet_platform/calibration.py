@@ -265,7 +265,8 @@ def registration_tags(cases: Sequence[ValidationCase], volumes: VolumeStats | No
         calibration = calibrate_exit_rule(heads, {d: gflops[d] for d in range(1, depth + 1)}, adaptive_max_dice_drop)
         rule: ExitRule = calibration.rule
         exits = simulate(heads, rule, gflops).exit_depths if cases else []
-        adaptive = [case_qc_features(c, np.asarray(e), volumes, adaptive=True) for c, e in zip(cases, exits)]
+        adaptive = [case_qc_features(c, np.asarray(e), volumes, adaptive=rule.exits_by_agreement)
+                    for c, e in zip(cases, exits)]
         tags[depth].update(calibrate_qc(adaptive).to_tags())
         tags[depth].update(rule.to_tags())
         tags[depth]["exit_reason"] = calibration.reason

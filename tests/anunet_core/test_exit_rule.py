@@ -171,6 +171,20 @@ def test_rule_rejects_bad_fields(kwargs: dict, message: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        pytest.param(ExitRule(tau=0.9, uncertain_max=1.0, empty_max_prob=0.0), True, id="agreement"),
+        pytest.param(ExitRule(tau=TAU_OFF, uncertain_max=0.0, empty_max_prob=0.2), False, id="organ-absent-only"),
+        pytest.param(ExitRule.NEVER, False, id="never"),
+        pytest.param(ExitRule(tau=0.9, uncertain_max=1.0, empty_max_prob=0.0, max_depth=1), False, id="one-head"),
+        pytest.param(ExitRule(tau=0.9, uncertain_max=1.0, empty_max_prob=0.0, min_depth=4), False, id="min-is-max"),
+    ],
+)
+def test_exits_by_agreement(rule: ExitRule, expected: bool) -> None:
+    assert rule.exits_by_agreement is expected
+
+
+@pytest.mark.parametrize(
     "rule",
     [
         ExitRule.NEVER,

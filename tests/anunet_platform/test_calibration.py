@@ -114,6 +114,9 @@ def test_registration_tags_hold_case_dice_qc_thresholds_and_an_exit_rule_on_the_
     assert not any(k.startswith("exit_") for k in tags[1]), "the exit rule lives on the deepest version"
     rule = ExitRule.from_tags(tags[2])
     assert rule.max_depth == 2 and rule.empty_max_prob > 0.27, "the organ-free slices (p 0.27) stop at L1"
+    assert not rule.exits_by_agreement, "2 validation cases: only the organ-absent exit"
+    # so the deep-slice share is no QC feature there (it would only measure the organ's extent)
+    assert QcThresholds.from_tags(tags[2]).max_deep_slice_fraction == QcThresholds().max_deep_slice_fraction
     calibration = measured.exit_calibration
     assert calibration.dice == pytest.approx(1.0) and calibration.reference_dice == pytest.approx(1.0)
     # per case: 2 organ-free slices x weight 4 at 1 GFLOP, 4 organ slices at 3 GFLOP

@@ -205,7 +205,7 @@ class SliceSegmenter:
         try:
             decoded = decode_slices_bytes(slices, num_slices, self.size)
             probs, records = self.segment(decoded.astype(np.float32))
-            heads = json.dumps([head_fields(r, rule is not None, net.depth)
+            heads = json.dumps([head_fields(r, rule is not None and rule.exits_by_agreement, net.depth)
                                 for r, rule, net in zip(records, self.rules, self.nets)])
             return encode_slices(probs), heads, None
         except Exception as exc:  # noqa: BLE001 - the case fails, the actor goes on
@@ -228,10 +228,12 @@ class SliceSegmenter:
         return out
 
 
-def head_fields(record: SliceRecord, adaptive: bool, max_depth: int) -> dict[str, Any]:
+def head_fields(record: SliceRecord, deep_share: bool, max_depth: int) -> dict[str, Any]:
     """The manifest fields of one organ's :class:`~anunet_core.adaptive.SliceRecord`: the depth
     histogram (slices that stopped at L1..L4), GFLOP per slice, head agreement, uncertain
-    pixel fraction and (adaptive depth only) the share of slices that needed the deepest depth."""
+    pixel fraction and (``deep_share``: adaptive depth whose rule exits by agreement) the share
+    of slices that needed the deepest depth. Where only empty slices may exit early, that share
+    is the share of organ slices, which says nothing about how hard the case was: None."""
     slices = max(len(record.exit_depth), 1)
     histogram = record.depth_histogram(MAX_DEPTH)
     return {
@@ -239,7 +241,7 @@ def head_fields(record: SliceRecord, adaptive: bool, max_depth: int) -> dict[str
         "gflop_per_slice": float(record.gflop) / slices,
         "head_agreement": float(record.head_agreement),
         "uncertain_fraction": float(record.uncertain_pixels) / max(record.probs.size, 1),
-        "deep_slice_fraction": histogram[max_depth - 1] / slices if adaptive else None,
+        "deep_slice_fraction": histogram[max_depth - 1] / slices if deep_share else None,
     }
 
 

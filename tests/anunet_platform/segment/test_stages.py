@@ -30,6 +30,7 @@ from anunet_platform.segment.stages import (
     SliceSegmenter,
     decode_intensities,
     encode_intensities,
+    head_fields,
     read_case,
     write_case,
 )
@@ -115,6 +116,23 @@ def test_intensities_travel_exactly_in_the_smallest_type(values: np.ndarray, dty
     data, chosen = encode_intensities(values)
     assert chosen == dtype and len(data) == values.size * np.dtype(dtype).itemsize
     np.testing.assert_array_equal(decode_intensities(data, chosen, values.shape), values)
+
+
+@pytest.mark.parametrize(("deep_share", "expected"), [(True, 0.25), (False, None)])
+def test_head_fields_give_the_deep_slice_share_only_where_it_tells(deep_share: bool, expected: float | None) -> None:
+    """4 slices, one at L4: the manifest's histogram, GFLOP, agreement and uncertainty, and the
+    deep-slice share only for an adaptive rule that exits by agreement."""
+    from anunet_core.adaptive import SliceRecord
+
+    probs = np.zeros((4, 8, 8), np.float32)
+    probs[0, :2, :2] = 0.95
+    probs[1, 0, 0] = 0.5  # uncertain
+    record = SliceRecord(probs=probs, exit_depth=np.array([1, 2, 2, 4]), agreement_intersection=3, final_voxels=4,
+                         shallower_voxels=4, uncertain_pixels=1, gflop=10.0)
+    fields = head_fields(record, deep_share, 4)
+    assert fields["depth_histogram"] == [1, 2, 0, 1] and fields["gflop_per_slice"] == 2.5
+    assert fields["head_agreement"] == pytest.approx(0.75) and fields["uncertain_fraction"] == pytest.approx(1 / 256)
+    assert fields["deep_slice_fraction"] == expected
 
 
 def test_the_actor_runs_the_deepest_head(archive: Path, tiny_network: dict) -> None:
