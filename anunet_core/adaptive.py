@@ -191,7 +191,9 @@ def segment_fixed(
         net: the BatchNorm-folded network, of depth ``>= depth`` (the pruned depth-``depth``
             network is the fastest).
         slices: ``(K, C, H, W)`` preprocessed slices.
-        depth: the head every slice stops at, 1..``net.depth``.
+        depth: the head every slice stops at, 1..``net.depth`` (a network of
+            :mod:`anunet_core.baselines` with one output: its depth, 4; the "shallower head" is
+            then the same head, so its agreement is 1).
         batch_size: slices per forward.
         gflops: cumulative GFLOP per slice up to head ``d``.
     """
@@ -208,7 +210,8 @@ def segment_fixed(
         else:
             with torch.inference_mode():
                 heads = net.network(chunk.contiguous(memory_format=torch.channels_last), depth=depth)
-        prob = _probabilities(heads[depth - 1])
-        shallower = _probabilities(heads[depth - 2]) if depth >= 2 else prob
+        final = len(heads) - 1 if depth == net.depth else depth - 1  # a one-output network: its only head
+        prob = _probabilities(heads[final])
+        shallower = _probabilities(heads[final - 1]) if final >= 1 else prob
         recorder.stop(torch.arange(begin, begin + chunk.shape[0]), depth, prob, shallower)
     return recorder.record()

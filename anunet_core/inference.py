@@ -1,4 +1,4 @@
-"""The deployment fast path of a (pruned) ANU-Net.
+"""The deployment fast path of a (pruned) ANU-Net, or of any network of the comparison.
 
 A trained network in eval mode spends a good share of its CPU time outside the convolutions:
 every BatchNorm is a separate pass over memory. For inference this module
@@ -24,7 +24,8 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from anunet_core.anytime import NodeCache, anytime_deepen, anytime_start
-from anunet_core.model import ANUNet, prune
+from anunet_core.baselines import at_depth
+from anunet_core.model import ANUNet
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
@@ -47,7 +48,9 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 
 
 class InferenceNet(nn.Module):
-    """A frozen, BatchNorm-folded, ``channels_last`` depth-``d`` ANU-Net for inference.
+    """A frozen, BatchNorm-folded, ``channels_last`` depth-``d`` ANU-Net for inference (or one
+    of :mod:`anunet_core.baselines`, whose list holds its one output; :meth:`start` and
+    :meth:`deepen` need ANU-Net).
 
     Build it with :func:`optimize_for_inference`. ``forward(x)`` takes ``(B, C, H, W)`` and
     returns the ``d`` head logits, each ``(B, 1, H, W)``, like the source network at depth
@@ -78,11 +81,11 @@ class InferenceNet(nn.Module):
             return anytime_deepen(self.network, cache, rows)
 
 
-def optimize_for_inference(model: ANUNet, depth: int | None = None) -> InferenceNet:
-    """Prune ``model`` to ``depth`` (default: its own depth), fold BatchNorm and switch to
-    ``channels_last``. The source model is not modified."""
+def optimize_for_inference(model: nn.Module, depth: int | None = None) -> InferenceNet:
+    """Prune ``model`` to ``depth`` (default: its own depth; :func:`~anunet_core.baselines.at_depth`),
+    fold BatchNorm and switch to ``channels_last``. The source model is not modified."""
     depth = model.depth if depth is None else depth
-    network = prune(model, depth) if depth != model.depth else copy.deepcopy(model)
+    network = at_depth(model, depth) if depth != model.depth else copy.deepcopy(model)
     network.eval()
     fold_batchnorm(network)
     network.requires_grad_(False)

@@ -28,6 +28,7 @@ from typing import Mapping
 
 __all__ = [
     "ARCHS",
+    "ARCH_NAMES",
     "CHAOS_GREY",
     "CHAOS_GREY_RANGES",
     "DEPTHS",
@@ -61,6 +62,16 @@ DEPTHS: tuple[int, ...] = tuple(range(1, MAX_DEPTH + 1))
 ARCHS: tuple[str, ...] = ("anunet", "unet", "r2unet", "unetpp", "attunet", "attr2unet")
 """ANU-Net and the paper's five baselines (Tables 2-5): U-Net, R2U-Net, UNet++, Attention U-Net
 and Attention R2U-Net, spelled as ``--arch`` and the registered model names spell them."""
+
+ARCH_NAMES: Mapping[str, str] = MappingProxyType({
+    "anunet": "ANU-Net",
+    "unet": "U-Net",
+    "r2unet": "R2U-Net",
+    "unetpp": "UNet++",
+    "attunet": "Attention U-Net",
+    "attr2unet": "Attention R2U-Net",
+})
+"""Each architecture as the paper's tables name it."""
 
 NESTED_ARCHS: tuple[str, ...] = ("anunet", "unetpp")
 """The architectures with nested deep-supervision heads: they have :data:`DEPTHS` and prune."""

@@ -1,4 +1,4 @@
-"""Train ANU-Net with Ray Train on an ingested dataset; --register puts every depth in MLflow.
+"""Train ANU-Net (or a baseline: --arch unet|r2unet|unetpp|attunet|attr2unet) with Ray Train on an ingested dataset; --register puts every depth in MLflow.
 
     python jobs/train.py --data DATASET_DIR --epochs 10 --num-workers 2 [--use-gpu] [--register]
 """

@@ -15,9 +15,12 @@ The architecture names are the vocabulary's :data:`~anunet_core.vocabulary.ARCHS
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
+import torch
 from torch import nn
 
 from anunet_core.baselines.attr2unet import AttentionR2UNet
@@ -25,7 +28,7 @@ from anunet_core.baselines.attunet import AttentionUNet
 from anunet_core.baselines.r2unet import R2UNet
 from anunet_core.baselines.unet import UNet
 from anunet_core.baselines.unetpp import UNetPlusPlus
-from anunet_core.model import PAPER_FILTERS, ANUNet
+from anunet_core.model import PAPER_FILTERS, ANUNet, NestedUNet, prune
 from anunet_core.vocabulary import MAX_DEPTH, NESTED_ARCHS, validate_arch, validate_depth
 
 __all__ = [
@@ -36,8 +39,14 @@ __all__ = [
     "R2UNet",
     "UNet",
     "UNetPlusPlus",
+    "arch_of",
+    "at_depth",
     "build_network",
     "has_depths",
+    "network_config",
+    "network_from_config",
+    "network_gflops",
+    "output_depths",
 ]
 
 NETWORKS: Mapping[str, type[nn.Module]] = MappingProxyType(
@@ -98,3 +107,68 @@ def build_network(
     if depth != MAX_DEPTH:
         raise ValueError(f"{name} has one output and no depths: depth must be {MAX_DEPTH}, got {depth!r}")
     return NETWORKS[name](in_channels=in_channels, filters=filters)
+
+
+def arch_of(network: nn.Module) -> str:
+    """The architecture name of a network built by :func:`build_network` (``TypeError`` for any
+    other module)."""
+    for name, cls in NETWORKS.items():
+        if type(network) is cls:
+            return name
+    raise TypeError(f"not a network of anunet_core.baselines.NETWORKS: {type(network).__name__}")
+
+
+def output_depths(network: nn.Module) -> tuple[int, ...]:
+    """The depth of each element of ``network(x)``'s list: ``1..network.depth`` for the nested
+    networks, ``(4,)`` for the one output of the others (their only depth is the full one)."""
+    if isinstance(network, NestedUNet):
+        return tuple(range(1, network.depth + 1))
+    arch_of(network)
+    return (network.depth,)
+
+
+def at_depth(network: nn.Module, depth: int) -> nn.Module:
+    """The standalone depth-``depth`` network: :func:`~anunet_core.model.prune` for the nested
+    networks; for the others ``depth`` must be their one depth (4), and a copy is returned.
+    The source is never modified."""
+    if isinstance(network, NestedUNet):
+        return prune(network, depth)
+    if depth != network.depth:
+        raise ValueError(f"{arch_of(network)} has one output and no depths: depth must be {network.depth}, got {depth!r}")
+    return copy.deepcopy(network)
+
+
+def network_config(network: nn.Module) -> dict[str, Any]:
+    """The constructor arguments that rebuild ``network`` (:func:`network_from_config`): JSON-safe
+    ``{"arch", "in_channels", "filters", "depth"}``."""
+    return {"arch": arch_of(network), "in_channels": int(network.in_channels), "filters": list(network.filters),
+            "depth": int(network.depth)}
+
+
+def network_from_config(config: Mapping[str, Any]) -> nn.Module:
+    """A fresh (untrained) network of :func:`network_config`'s dict; a config without ``arch``
+    (written before the baselines existed) is ANU-Net's."""
+    return build_network(str(config.get("arch", "anunet")), in_channels=int(config["in_channels"]),
+                         filters=tuple(int(f) for f in config["filters"]), depth=int(config["depth"]))
+
+
+def network_gflops(network: nn.Module, height: int, width: int) -> dict[int, float]:
+    """GFLOP per ``height x width`` slice up to each output depth (:func:`output_depths`),
+    counting convolutions only (one multiply-add = 2 FLOP), as
+    ``torch.utils.flop_counter.FlopCounterMode`` counts them: ANU-Net's closed form
+    (:func:`~anunet_core.anytime.depth_gflops`); for the others one counted forward per depth
+    on a ``(1, C, height, width)`` input (on a CPU copy, without gradients)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from anunet_core.anytime import depth_gflops
+
+    if isinstance(network, ANUNet):
+        return depth_gflops(network, height, width)
+    reference = copy.deepcopy(network).to(device="cpu", dtype=torch.float32).eval()
+    x = torch.zeros(1, network.in_channels, height, width)
+    result = {}
+    for depth in output_depths(network):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            reference(x, depth=depth) if isinstance(network, NestedUNet) else reference(x)
+        result[depth] = counter.get_total_flops() / 1e9
+    return result

@@ -91,6 +91,8 @@ class ValidationCase:
     slice_weight: np.ndarray = field(repr=False)
     edge_slices: tuple[bool, bool] = (False, False)
     dice: list[float] = field(default_factory=list)
+    slice_index: np.ndarray | None = field(default=None, repr=False)  # (K,) each kept slice's index in its scan
+    spacing_mm: tuple[float, float, float] | None = None  # row, column (model grid) and slice step
     dice_postprocessed: list[float] = field(default_factory=list)
 
     @property
@@ -99,8 +101,8 @@ class ValidationCase:
 
 
 def score_validation(model: torch.nn.Module, data: Path, organ: str,
-                     empty_slice_fraction: float | None = None) -> list[ValidationCase]:
-    """Every validation case (``val/<case_id>.parquet``) scored by every head of ``model``:
+                     empty_slice_fraction: float | None = None, split: str = "val") -> list[ValidationCase]:
+    """Every validation case (``val/<case_id>.parquet``; ``split``: another split's) scored by every head of ``model``:
     the heads' probabilities and each depth's volume Dice without and with
     :func:`~anunet_core.postprocessing.postprocess_organ` (in the model's grid: its voxels are
     the dataset's resized pixels times the slice step, in mL through the ``spacing`` column)."""
@@ -109,7 +111,7 @@ def score_validation(model: torch.nn.Module, data: Path, organ: str,
     model = model.eval()
     weight_empty = 1.0 / empty_slice_fraction if empty_slice_fraction and empty_slice_fraction > 0 else 1.0
     cases = []
-    for path in split_files(data, "val"):
+    for path in split_files(data, split):
         table = pq.read_table(path, columns=["case_id", "slice_index", "image", "mask", "size", "spacing"])
         if table.num_rows == 0:
             continue
@@ -133,6 +135,7 @@ def score_validation(model: torch.nn.Module, data: Path, organ: str,
             voxel_ml=row_mm * col_mm * step_mm / 1000.0,
             slice_weight=np.where(organ_free, weight_empty, 1.0),
             edge_slices=(bool(indices.min() == 0), False),  # the scan's last slice is unknown here
+            slice_index=indices, spacing_mm=(float(row_mm), float(col_mm), float(step_mm)),
         )
         for d in range(case.depth):
             pred = heads[d] > 0.5
@@ -148,10 +151,15 @@ def validation_cases(model: torch.nn.Module, data: Path, organ: str) -> dict[int
     return validation_rows(score_validation(model, data, organ))
 
 
-def validation_rows(cases: Sequence[ValidationCase]) -> dict[int, list[dict[str, Any]]]:
-    depth = getattr(cases[0], "depth", 0) if cases else 0
-    return {d: [{"case_id": c.case_id, "dice": c.dice[d - 1], "dice_postprocessed": c.dice_postprocessed[d - 1]}
-                for c in cases] for d in range(1, depth + 1)}
+def validation_rows(cases: Sequence[ValidationCase],
+                    depths: Sequence[int] | None = None) -> dict[int, list[dict[str, Any]]]:
+    """``{depth: [{"case_id", "dice", "dice_postprocessed"}]}``: head ``i`` of the cases is
+    depth ``depths[i]`` (default ``1..D``; a network with one output: ``(4,)``)."""
+    if not cases:
+        return {}
+    depths = tuple(range(1, cases[0].depth + 1)) if depths is None else tuple(depths)
+    return {d: [{"case_id": c.case_id, "dice": c.dice[i], "dice_postprocessed": c.dice_postprocessed[i]}
+                for c in cases] for i, d in enumerate(depths)}
 
 
 def postprocessing_tags(scores: dict[int, list[dict[str, Any]]]) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, str]]]:
@@ -249,18 +257,25 @@ class RegistrationTags:
 
 
 def registration_tags(cases: Sequence[ValidationCase], volumes: VolumeStats | None, gflops: dict[int, float],
-                      adaptive_max_dice_drop: float = DEFAULT_ADAPTIVE_MAX_DICE_DROP) -> RegistrationTags:
-    """Every tag of the module docstring, per depth, from the scored validation ``cases``."""
-    metrics, tags = postprocessing_tags(validation_rows(cases))
+                      adaptive_max_dice_drop: float = DEFAULT_ADAPTIVE_MAX_DICE_DROP,
+                      depths: Sequence[int] | None = None) -> RegistrationTags:
+    """Every tag of the module docstring, per depth, from the scored validation ``cases``.
+
+    ``depths``: the depth of each head (default ``1..D``). A network with one output
+    (``(4,)``, :func:`~anunet_core.baselines.output_depths`) has no shallower head to exit at:
+    it gets no exit rule, and its QC thresholds come from its one head."""
+    rows = validation_rows(cases, depths)
+    metrics, tags = postprocessing_tags(rows)
     depth = max(tags) if tags else 0
+    nested = list(rows) == list(range(1, len(rows) + 1))  # heads 1..D: per-slice exits apply
     volume_tags = volumes.to_tags() if volumes else {}
-    for d in tags:
+    for head, d in enumerate(rows, start=1):
         tags[d].update(volume_tags)
-        if d != depth:  # the deepest depth's thresholds come from the adaptive replay below
-            fixed = [case_qc_features(c, np.full(len(c.truth), d), volumes) for c in cases]
+        if d != depth or not nested:  # a nested network's deepest thresholds come from the adaptive replay below
+            fixed = [case_qc_features(c, np.full(len(c.truth), head), volumes) for c in cases]
             tags[d].update(calibrate_qc(fixed).to_tags())
     calibration = None
-    if depth:
+    if depth and nested:
         heads = [CaseHeads(probs=c.heads, truth=c.truth, slice_weight=c.slice_weight) for c in cases]
         calibration = calibrate_exit_rule(heads, {d: gflops[d] for d in range(1, depth + 1)}, adaptive_max_dice_drop)
         rule: ExitRule = calibration.rule

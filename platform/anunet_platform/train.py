@@ -1,13 +1,15 @@
-"""Distributed training of ANU-Net with Ray Train (TorchTrainer, DDP).
+"""Distributed training of ANU-Net (or any network of the paper's comparison, ``--arch``) with Ray Train (TorchTrainer, DDP).
 
 Stages:
 
     Parquet slice dataset (ingest) -> Ray Data: decode rows to (S, S) arrays
     -> TorchTrainer workers: get_dataset_shard(...).iter_torch_batches -> augment
-    -> ANU-Net + HybridLoss (all four deep-supervision heads), Adam + cosine schedule,
-       bf16 autocast where it is fast (GPU; AMX CPUs), DDP (gloo on CPU, NCCL on GPU)
+    -> ANU-Net + HybridLoss (all four deep-supervision heads; a baseline's one output, or
+       UNet++'s four), Adam + cosine schedule, bf16 autocast where it is fast (GPU; AMX CPUs),
+       DDP (gloo on CPU, NCCL on GPU)
     -> every epoch: validation Dice/IoU/precision/recall of every depth L1-L4 from the one
-       model (counts all-reduced over workers) -> ray.train.report(metrics, checkpoint)
+       model (a network with one output: L4 only; counts all-reduced over workers)
+       -> ray.train.report(metrics, checkpoint)
 
 Fault tolerance: a failed worker group restarts from the latest checkpoint
 (``FailureConfig(max_failures)``), and running again with the same ``run_name`` and storage
@@ -30,11 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from anunet_core import ANUNet, HybridLoss
+from anunet_core import HybridLoss
 from anunet_core.augmentation import AugmentationConfig, augment_batch
+from anunet_core.baselines import build_network, network_gflops, output_depths
 from anunet_core.metrics import ConfusionCounts, dice, iou, precision, recall
-from anunet_core.anytime import depth_gflops
-from anunet_core.vocabulary import DEPTHS
+from anunet_core.vocabulary import DEPTHS, validate_arch
 from anunet_platform import registry
 from anunet_platform.cluster import cluster_shape, init_ray, warn_if_ephemeral
 from anunet_platform.contracts import DatasetSummary, decode_batch, read_summary, split_files
@@ -64,6 +66,9 @@ class TrainConfig:
     Attributes:
         data: dataset folder written by ``jobs/ingest.py``.
         epochs: passes over the training split.
+        arch: the network (:data:`~anunet_core.vocabulary.ARCHS`): ``anunet`` (the paper's), or one
+            of its baselines ``unet``, ``r2unet``, ``unetpp``, ``attunet``, ``attr2unet``
+            (:mod:`anunet_core.baselines`), trained the same way.
         num_workers: Ray Train workers (DDP ranks).
         use_gpu: one GPU per worker, NCCL, bf16 autocast.
         cpus_per_worker: CPUs each worker reserves (and its torch threads).
@@ -89,6 +94,7 @@ class TrainConfig:
 
     data: Path
     epochs: int
+    arch: str = "anunet"
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: int = 1
@@ -110,6 +116,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data))
+        try:
+            object.__setattr__(self, "arch", validate_arch(self.arch))
+        except ValueError as exc:
+            raise ValueError(f"--arch: {exc}") from None
         if self.epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
         if self.num_workers < 1:
@@ -138,9 +148,11 @@ class TrainResult:
     registered: list[dict[str, Any]] = field(default_factory=list)
 
     def depth_metrics(self) -> dict[int, dict[str, float]]:
-        """``{depth: {"val_dice": .., "val_iou": .., "val_precision": .., "val_recall": ..}}``."""
+        """``{depth: {"val_dice": .., "val_iou": .., "val_precision": .., "val_recall": ..}}`` of
+        every depth the network has (a network with one output: depth 4 only)."""
         return {
-            d: {f"val_{k}": self.metrics[f"val_{k}_L{d}"] for k in ("dice", "iou", "precision", "recall")} for d in DEPTHS
+            d: {f"val_{k}": self.metrics[f"val_{k}_L{d}"] for k in ("dice", "iou", "precision", "recall")}
+            for d in DEPTHS if f"val_dice_L{d}" in self.metrics
         }
 
 
@@ -175,7 +187,7 @@ def load_datasets(data: Path, cache: bool = False) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-def unwrap(model: torch.nn.Module) -> ANUNet:
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
@@ -186,16 +198,21 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict) -
     (directory / "state.json").write_text(json.dumps(state))
 
 
-def load_model_weights(checkpoint_dir: Path) -> ANUNet:
-    """The trained network of a checkpoint folder (tensors only: ``weights_only=True``)."""
-    model = ANUNet()
+def load_model_weights(checkpoint_dir: Path, arch: str | None = None) -> torch.nn.Module:
+    """The trained network of a checkpoint folder (tensors only: ``weights_only=True``); its
+    architecture from the checkpoint's ``state.json`` unless ``arch`` is given (checkpoints
+    written before ``--arch`` existed are ANU-Net's)."""
+    if arch is None:
+        state_file = Path(checkpoint_dir) / "state.json"
+        arch = json.loads(state_file.read_text()).get("arch", "anunet") if state_file.is_file() else "anunet"
+    model = build_network(arch)
     model.load_state_dict(torch.load(Path(checkpoint_dir) / "model.pt", map_location="cpu", weights_only=True))
     return model.eval()
 
 
 def validation_counts(model: torch.nn.Module, batches, device: torch.device, use_bf16: bool) -> list[ConfusionCounts]:
-    """Confusion counts of every head over this worker's validation shard."""
-    totals = [ConfusionCounts(*(torch.zeros((), dtype=torch.int64),) * 3) for _ in DEPTHS]
+    """Confusion counts of every head (every output) over this worker's validation shard."""
+    totals = [ConfusionCounts(*(torch.zeros((), dtype=torch.int64),) * 3) for _ in output_depths(unwrap(model))]
     model.eval()
     with torch.no_grad():
         for batch in batches:
@@ -221,15 +238,16 @@ def all_reduce_counts(counts: list[ConfusionCounts], device: torch.device) -> li
     return [ConfusionCounts(row[0], row[1], row[2]) for row in flat]
 
 
-def depth_metrics(counts: list[ConfusionCounts]) -> dict[str, float]:
-    """``val_{dice,iou,precision,recall}_L{d}`` of every depth, and ``val_dice`` of the deepest."""
+def depth_metrics(counts: list[ConfusionCounts], depths: tuple[int, ...] = DEPTHS) -> dict[str, float]:
+    """``val_{dice,iou,precision,recall}_L{d}`` of every depth in ``depths`` (one per element of
+    ``counts``: :func:`~anunet_core.baselines.output_depths`), and ``val_dice`` of the deepest."""
     metrics = {}
-    for d, c in zip(DEPTHS, counts):
+    for d, c in zip(depths, counts, strict=True):
         metrics[f"val_dice_L{d}"] = float(dice(c))
         metrics[f"val_iou_L{d}"] = float(iou(c))
         metrics[f"val_precision_L{d}"] = float(precision(c))
         metrics[f"val_recall_L{d}"] = float(recall(c))
-    metrics["val_dice"] = metrics[f"val_dice_L{DEPTHS[-1]}"]  # the deepest head: what Tune optimises
+    metrics["val_dice"] = metrics[f"val_dice_L{depths[-1]}"]  # the deepest head: what Tune optimises
     return metrics
 
 
@@ -268,7 +286,7 @@ def setup_worker(loop_config: dict) -> Worker:
     torch.set_num_threads(max(1, config.cpus_per_worker))
     device = ray.train.torch.get_device()
     torch.manual_seed(config.seed)  # identical initial weights on every rank
-    model = ray.train.torch.prepare_model(ANUNet().to(memory_format=torch.channels_last))
+    model = ray.train.torch.prepare_model(build_network(config.arch).to(memory_format=torch.channels_last))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     worker = Worker(
         config=config, rank=context.get_world_rank(), world_size=context.get_world_size(), device=device,
@@ -330,7 +348,7 @@ def validate(worker: Worker, shard) -> dict[str, float]:
     """Validation metrics of every depth over the whole validation split (counts of all ranks)."""
     batches = shard.iter_torch_batches(batch_size=2 * worker.config.batch_size)
     counts = validation_counts(worker.model, batches, worker.device, worker.use_bf16)
-    return depth_metrics(all_reduce_counts(counts, worker.device))
+    return depth_metrics(all_reduce_counts(counts, worker.device), output_depths(unwrap(worker.model)))
 
 
 def report_epoch(worker: Worker, epoch: int, metrics: dict[str, float]) -> None:
@@ -341,14 +359,14 @@ def report_epoch(worker: Worker, epoch: int, metrics: dict[str, float]) -> None:
         logger.info(
             "epoch %d/%d: loss %.4f, %.1f slices/s, val Dice L1-L4 %s", epoch + 1, worker.config.epochs,
             metrics["train_loss"], metrics["train_slices_per_s"],
-            " ".join(f"{metrics[f'val_dice_L{d}']:.3f}" for d in DEPTHS),
+            " ".join(f"{metrics[f'val_dice_L{d}']:.3f}" if f"val_dice_L{d}" in metrics else "-" for d in DEPTHS),
         )
     if worker.mlflow_run_id is not None:
         registry.tracking.log_epoch_metrics(worker.mlflow_run_id, metrics, epoch, uri=worker.tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if worker.rank == 0:
-            state = {"epoch": epoch, "metrics": metrics}
+            state = {"epoch": epoch, "metrics": metrics, "arch": worker.config.arch}
             save_checkpoint(Path(tmp), worker.model, worker.optimizer, worker.scheduler, state)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
@@ -382,7 +400,7 @@ def train_func(loop_config: dict) -> None:
 
 def default_run_name(config: TrainConfig, dataset_checksum: str) -> str:
     """Deterministic: the same data and settings give the same name, so a rerun resumes."""
-    return f"anunet-{dataset_checksum[:8]}-a{config.alpha:g}-g{config.gamma:g}-lr{config.learning_rate:g}-e{config.epochs}-w{config.num_workers}-s{config.seed}"
+    return f"{config.arch}-{dataset_checksum[:8]}-a{config.alpha:g}-g{config.gamma:g}-lr{config.learning_rate:g}-e{config.epochs}-w{config.num_workers}-s{config.seed}"
 
 
 def default_storage_path() -> Path:
@@ -517,17 +535,18 @@ def register_result(result: TrainResult, config: TrainConfig, summary: DatasetSu
     validation cases, the exit rule of adaptive depth and the QC thresholds
     (:mod:`anunet_platform.calibration`; the per-case Dice are logged to the run as
     ``validation_cases.json``)."""
-    model = load_model_weights(Path(result.checkpoint_path))
+    model = load_model_weights(Path(result.checkpoint_path), config.arch)
     cases = score_validation(model, config.data, summary.organ, summary.empty_slice_fraction)
-    measured = registration_tags(cases, training_volumes(config.data), depth_gflops(model, summary.size, summary.size),
-                                 config.adaptive_max_dice_drop)
+    measured = registration_tags(cases, training_volumes(config.data), network_gflops(model, summary.size, summary.size),
+                                 config.adaptive_max_dice_drop, depths=output_depths(model))
     for depth, tags in measured.tags.items():
         logger.info("L%d post-processing: %s", depth, tags["postprocess_reason"])
     if measured.exit_calibration is not None:
         logger.info("adaptive depth: %s (%s)", measured.exit_calibration.rule.describe(), measured.exit_calibration.reason)
     metrics = {d: m | measured.metrics.get(d, {}) for d, m in result.depth_metrics().items()}
     registry.tracking.log_json(config.mlflow_run_id, VALIDATION_CASES_ARTIFACT,
-                               {f"L{d}": rows for d, rows in validation_rows(cases).items()}, uri=config.tracking_uri)
+                               {f"L{d}": rows for d, rows in validation_rows(cases, output_depths(model)).items()},
+                               uri=config.tracking_uri)
     registered = registry.register_depths(
         model, run_id=config.mlflow_run_id, organ=summary.organ, modality=summary.modality, metrics=metrics,
         alpha=config.alpha, gamma=config.gamma, dataset_checksum=summary.checksum, input_size=summary.size,

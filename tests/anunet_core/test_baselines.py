@@ -282,3 +282,91 @@ def test_lazy_exports() -> None:
     assert anunet_core.R2UNet is r2unet.R2UNet and anunet_core.AttentionUNet is attunet.AttentionUNet
     assert anunet_core.AttentionR2UNet is attr2unet.AttentionR2UNet
     assert anunet_core.build_network is build_network
+
+
+# --- one interface for the platform: config, depths, pruning, FLOPs, the inference fast path -----
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_network_config_rebuilds_the_network(networks, arch: str) -> None:
+    from anunet_core.baselines import arch_of, network_config, network_from_config
+
+    network = networks[arch]
+    assert arch_of(network) == arch
+    config = network_config(network)
+    assert config == {"arch": arch, "in_channels": 1, "filters": [32, 64, 128, 256, 512], "depth": 4}
+    rebuilt = network_from_config(config)
+    assert type(rebuilt) is type(network)
+    rebuilt.load_state_dict(network.state_dict(), strict=True)
+    rebuilt.eval()
+    x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x)[-1], network(x)[-1])
+
+
+def test_a_config_without_arch_is_anunet() -> None:
+    from anunet_core.baselines import network_from_config
+
+    assert type(network_from_config({"in_channels": 1, "filters": list(SMALL), "depth": 2})) is ANUNet
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_output_depths_and_at_depth(networks, arch: str) -> None:
+    from anunet_core.baselines import at_depth, output_depths
+
+    network = networks[arch]
+    x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    if arch in NESTED_ARCHS:
+        assert output_depths(network) == (1, 2, 3, 4)
+        assert output_depths(at_depth(network, 2)) == (1, 2)
+        with torch.no_grad():
+            torch.testing.assert_close(at_depth(network, 2)(x)[-1], network(x)[1], rtol=0, atol=1e-5)
+    else:
+        assert output_depths(network) == (4,)
+        copy = at_depth(network, 4)
+        assert copy is not network
+        with torch.no_grad():
+            assert torch.equal(copy(x)[0], network(x)[0])
+        with pytest.raises(ValueError, match=f"{arch} has one output and no depths: depth must be 4"):
+            at_depth(network, 3)
+    with pytest.raises(TypeError, match="not a network of anunet_core.baselines.NETWORKS"):
+        output_depths(nn.Conv2d(1, 1, 1))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_network_gflops_is_what_the_flop_counter_counts(arch: str) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from anunet_core.baselines import network_gflops, output_depths
+
+    torch.manual_seed(0)
+    network = build_network(arch, filters=SMALL).eval()
+    gflops = network_gflops(network, 32, 32)
+    assert tuple(gflops) == output_depths(network)
+    assert all(b > a for a, b in zip(list(gflops.values()), list(gflops.values())[1:]))  # cumulative
+    x = torch.zeros(1, 1, 32, 32)
+    for depth, value in gflops.items():
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            network(x, depth=depth) if arch in NESTED_ARCHS else network(x)
+        assert value == pytest.approx(counter.get_total_flops() / 1e9, rel=1e-9)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_inference_fast_path_computes_the_same_function(networks, arch: str) -> None:
+    from anunet_core.adaptive import segment_fixed
+    from anunet_core.baselines import network_gflops
+    from anunet_core.inference import optimize_for_inference
+
+    network = networks[arch]
+    fast = optimize_for_inference(network)
+    x = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = network(x)
+    got = fast(x)
+    assert len(got) == len(expected)
+    torch.testing.assert_close(got[-1], expected[-1], rtol=1e-4, atol=1e-4)
+    record = segment_fixed(fast, x, 4, batch_size=2, gflops=network_gflops(network, 32, 32))
+    assert record.probs.shape == (3, 32, 32)
+    assert record.exit_depth.tolist() == [4, 4, 4]
+    torch.testing.assert_close(torch.from_numpy(record.probs.astype("float32")), torch.sigmoid(expected[-1][:, 0]),
+                               rtol=0, atol=2e-3)

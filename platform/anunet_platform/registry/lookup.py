@@ -15,18 +15,20 @@ from pathlib import Path
 
 import torch
 
+from torch import nn
+
+from anunet_core.baselines import network_from_config
 from anunet_core.errors import one_line
-from anunet_core.model import ANUNet
-from anunet_core.vocabulary import DEPTHS, MAX_DEPTH
 from anunet_platform.registry.naming import (
     CONFIG_FILE,
     EXTRA_FILES_DIR,
-    NAME_PATTERN,
     PRODUCTION,
     WEIGHTS_FILE,
     RegisteredDepth,
     check_run_id,
+    family_depths,
     family_name,
+    parse_registered_name,
     registered_model_name,
 )
 from anunet_platform.registry.store import RegistryError, check_tracking_server, client
@@ -35,8 +37,10 @@ logger = logging.getLogger(__name__)
 
 
 def run_depth_versions(mlflow_client, uri: str, run_id: str, organ: str | None, modality: str | None) -> list:
-    """The one ``anunet-<organ>-<modality>-L<d>`` version per depth that run ``run_id``
-    registered, in depth order (``organ``/``modality`` narrow the search); else RegistryError."""
+    """The one version per depth of one family that run ``run_id`` registered, in depth order:
+    ``{arch}-<organ>-<modality>-L<d>`` for d = 1..4 (ANU-Net, UNet++), or the one
+    ``{arch}-<organ>-<modality>`` of a network with one output (``organ``/``modality`` narrow
+    the search); else RegistryError."""
     from mlflow.exceptions import MlflowException
 
     found = list(mlflow_client.search_model_versions(f"run_id='{check_run_id(run_id)}'"))
@@ -49,22 +53,24 @@ def run_depth_versions(mlflow_client, uri: str, run_id: str, organ: str | None, 
     by_depth: dict[int, list] = {}
     families = set()
     for mv in found:
-        match = NAME_PATTERN.match(mv.name)
-        if not match:
+        parsed = parse_registered_name(mv.name)
+        if parsed is None:
             continue
-        if organ is not None and match["organ"] != organ.lower():
+        if organ is not None and parsed.organ != organ.lower():
             continue
-        if modality is not None and match["modality"] != modality.lower():
+        if modality is not None and parsed.modality != modality.upper():
             continue
-        by_depth.setdefault(int(match["depth"]), []).append(mv)
-        families.add((match["organ"], match["modality"]))
-    if sorted(by_depth) != list(DEPTHS) or any(len(v) != 1 for v in by_depth.values()) or len(families) != 1:
+        by_depth.setdefault(parsed.depth, []).append(mv)
+        families.add((parsed.arch, parsed.organ, parsed.modality))
+    expected = family_depths(next(iter(families))[0]) if len(families) == 1 else None
+    if expected is None or tuple(sorted(by_depth)) != expected or any(len(v) != 1 for v in by_depth.values()):
         listing = ", ".join(sorted(f"{mv.name} v{mv.version}" for mv in found))
         raise RegistryError(
-            f"run {run_id} must have registered exactly one anunet-<organ>-<modality>-L<d> version per depth "
-            f"1..{MAX_DEPTH} of one organ and modality; found: {listing}"
+            f"run {run_id} must have registered one family of one organ and modality: exactly one "
+            f"<arch>-<organ>-<modality>-L<d> version per depth 1..4 (anunet, unetpp) or one <arch>-<organ>-<modality> "
+            f"version (the other networks); found: {listing}"
         )
-    return [by_depth[d][0] for d in DEPTHS]
+    return [by_depth[d][0] for d in expected]
 
 
 def promote(
@@ -76,9 +82,10 @@ def promote(
 ) -> list[tuple[str, str]]:
     """Move ``alias`` (default ``production``) to the versions registered by run ``run_id``.
 
-    The run must have registered exactly one version per depth 1..4, under names
-    ``anunet-{organ}-{modality}-L{d}`` of one organ and modality (``organ``/``modality``
-    narrow the search when given). Returns ``[(name, version)]`` in depth order.
+    The run must have registered one family (:func:`run_depth_versions`): one version per
+    depth 1..4 under ``{arch}-{organ}-{modality}-L{d}``, or the one version of a network with
+    one output (``organ``/``modality`` narrow the search when given). Returns
+    ``[(name, version)]`` in depth order.
     """
     uri, mlflow_client = client(uri)
     check_tracking_server(uri)
@@ -95,8 +102,8 @@ def run_promote(run_id: str, alias: str = PRODUCTION, uri: str | None = None) ->
     uri, mlflow_client = client(uri)
     promoted = promote(run_id, alias=alias, uri=uri)
     rows = [
-        RegisteredDepth.from_version(mlflow_client.get_model_version(name, version), d)
-        for d, (name, version) in zip(DEPTHS, promoted)
+        RegisteredDepth.from_version(mlflow_client.get_model_version(name, version), parse_registered_name(name).depth)
+        for name, version in promoted
     ]
     logger.info("alias %r now marks the versions of run %s (%s):\n%s", alias, run_id, uri, depth_table(rows))
     return rows
@@ -132,21 +139,22 @@ def _resolve_version(mlflow_client, name: str, alias: str | None, version: str |
     return mlflow_client.get_model_version_by_alias(name, alias)
 
 
-def _network_from_files(folder: Path, name: str, version: str) -> ANUNet:
-    """The ANUNet of a version's extra files: constructor config + tensors-only weights."""
+def _network_from_files(folder: Path, name: str, version: str) -> nn.Module:
+    """The network of a version's extra files: constructor config
+    (:func:`~anunet_core.baselines.network_from_config`) + tensors-only weights."""
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not config_path.is_file() or not weights_path.is_file():
         raise RegistryError(f"{name} version {version} was not registered by anunet_platform (no {CONFIG_FILE})")
     config = json.loads(config_path.read_text())
-    network = ANUNet(in_channels=int(config["in_channels"]), filters=config["filters"], depth=int(config["depth"]))
+    network = network_from_config(config)
     network.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=True)
     return network
 
 
 def load_registered(
     name: str, alias: str = PRODUCTION, version: str | None = None, uri: str | None = None
-) -> tuple[ANUNet, object]:
-    """The plain :class:`~anunet_core.ANUNet` of a registered version (eval mode, CPU) and its
+) -> tuple[nn.Module, object]:
+    """The plain network (:class:`~anunet_core.ANUNet` or a baseline) of a registered version (eval mode, CPU) and its
     ``ModelVersion``: by ``alias`` (default ``production``) unless ``version`` is given.
 
     Rebuilt from the version's ``anunet_config.json`` and tensors-only state dict
@@ -164,7 +172,7 @@ def load_registered(
             )
         except Exception as exc:  # noqa: BLE001 - a missing or foreign model: say which, one line
             raise RegistryError(
-                f"{name} version {mv.version} has no ANU-Net weights "
+                f"{name} version {mv.version} has no network weights "
                 f"({EXTRA_FILES_DIR}/{WEIGHTS_FILE}): {one_line(exc, limit=300)}"
             ) from None
         network = _network_from_files(Path(local), name, mv.version)
@@ -172,9 +180,11 @@ def load_registered(
 
 
 def production_depths(
-    organ: str, modality: str, alias: str = PRODUCTION, uri: str | None = None, *, fallback_to_newest: bool = True
+    organ: str, modality: str, alias: str = PRODUCTION, uri: str | None = None, *, fallback_to_newest: bool = True,
+    arch: str = "anunet",
 ) -> dict[int, RegisteredDepth]:
-    """``{depth: RegisteredDepth}`` of the versions carrying ``alias`` for organ and modality.
+    """``{depth: RegisteredDepth}`` of the versions carrying ``alias`` for organ and modality
+    in the family of ``arch`` (a network with one output: ``{4: ...}``).
 
     A depth whose model has versions but none with ``alias``: with ``fallback_to_newest`` its
     newest version is used and a warning logged; without, :class:`RegistryError` naming every
@@ -187,8 +197,8 @@ def production_depths(
     check_tracking_server(uri)
     chosen: dict[int, RegisteredDepth] = {}
     unpromoted: list[str] = []
-    for d in DEPTHS:
-        name = registered_model_name(organ, modality, d)
+    for d in family_depths(arch):
+        name = registered_model_name(organ, modality, d, arch)
         try:
             mv = mlflow_client.get_model_version_by_alias(name, alias)
         except MlflowException:
@@ -202,7 +212,8 @@ def production_depths(
                 logger.warning("%s has no alias %r; using its newest version %s", name, alias, mv.version)
         chosen[d] = RegisteredDepth.from_version(mv, d)
     if not chosen:
-        raise RegistryError(f"no registered versions of {family_name(organ, modality)}-L1..L{MAX_DEPTH} in {uri}")
+        depths = f"-L1..L{family_depths(arch)[-1]}" if len(family_depths(arch)) > 1 else ""
+        raise RegistryError(f"no registered versions of {family_name(organ, modality, arch)}{depths} in {uri}")
     if unpromoted and not fallback_to_newest:
         raise RegistryError(
             f"no version with alias {alias!r} for {', '.join(unpromoted)}: promote a training run "

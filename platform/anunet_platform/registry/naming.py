@@ -1,8 +1,12 @@
 """What the registry calls things: model names, aliases, version tags and the files a version holds.
 
-A training run registers one model per pruning depth, ``anunet-{organ}-{modality}-L{depth}``
+A training run of ANU-Net registers one model per pruning depth, ``anunet-{organ}-{modality}-L{depth}``
 (:func:`registered_model_name`); ``anunet-{organ}-{modality}`` names the family of the four.
-:class:`RegisteredDepth` is one registered version as the rest of the platform sees it.
+The paper's baselines (``--arch``, :data:`~anunet_core.vocabulary.ARCHS`) register under their
+own name in place of ``anunet``: UNet++, nested like ANU-Net, per depth
+(``unetpp-liver-ct-L2``); the networks with one output once, as ``{arch}-{organ}-{modality}``
+(``unet-liver-ct``), their one depth being 4. :class:`RegisteredDepth` is one registered
+version as the rest of the platform sees it.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from anunet_core.vocabulary import DEPTHS, MAX_DEPTH, MODALITIES, is_depth
+from anunet_core.vocabulary import ARCHS, DEPTHS, MAX_DEPTH, MODALITIES, NESTED_ARCHS, is_depth
 from anunet_platform.registry.store import RegistryError
 
 CANDIDATE = "candidate"
@@ -30,6 +35,7 @@ TAG_KEYS = (
     "alpha",
     "gamma",
     "dataset",
+    "arch",
 )
 REQUIRED_METRICS = ("val_dice", "val_iou")
 # What a registered version holds besides the MLflow model (see register.py): the exact ANUNet.
@@ -38,8 +44,9 @@ CONFIG_FILE = "anunet_config.json"
 EXTRA_FILES_DIR = "extra_files"  # where mlflow.pytorch.save_model puts extra_files
 
 _MODALITIES = "|".join(m.lower() for m in MODALITIES)
-NAME_PATTERN = re.compile(rf"^anunet-(?P<organ>[a-z0-9_]+)-(?P<modality>{_MODALITIES})-L(?P<depth>[0-9]+)$")
-_FAMILY_PATTERN = re.compile(rf"^anunet-(?P<organ>[a-z0-9_]+)-(?P<modality>{_MODALITIES})(?:-L(?P<depth>[0-9]+))?$")
+_FAMILY_PATTERN = re.compile(
+    rf"^(?P<arch>[a-z0-9]+)-(?P<organ>[a-z0-9_]+)-(?P<modality>{_MODALITIES})(?:-L(?P<depth>[0-9]+))?$"
+)
 _RUN_ID_PATTERN = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
 
@@ -107,35 +114,81 @@ def _is_dice(value: object) -> bool:
             and 0.0 <= value <= 1.0)
 
 
-def registered_model_name(organ: str, modality: str, depth: int) -> str:
-    """``anunet-{organ}-{modality}-L{depth}``: organ and modality lower case, e.g.
-    ``registered_model_name("liver", "CT", 3) == "anunet-liver-ct-L3"``."""
-    organ_l, modality_l = str(organ).strip().lower(), str(modality).strip().lower()
+class ModelName(NamedTuple):
+    """What a registered model's name says: organ, modality (upper case), depth (None for a
+    nested family's name without ``-L{d}``) and architecture."""
+
+    organ: str
+    modality: str
+    depth: int | None
+    arch: str = "anunet"
+
+
+def registered_model_name(organ: str, modality: str, depth: int, arch: str = "anunet") -> str:
+    """The registered name of one depth: ``{arch}-{organ}-{modality}-L{depth}`` for the nested
+    networks, ``{arch}-{organ}-{modality}`` for the others (whose one depth is 4); organ and
+    modality lower case, e.g. ``registered_model_name("liver", "CT", 3) == "anunet-liver-ct-L3"``
+    and ``registered_model_name("liver", "CT", 4, "unet") == "unet-liver-ct"``."""
+    organ_l, modality_l, arch_l = str(organ).strip().lower(), str(modality).strip().lower(), str(arch).strip().lower()
+    if arch_l not in ARCHS:
+        raise RegistryError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
     if not re.fullmatch(r"[a-z0-9_]+", organ_l):
         raise RegistryError(f"organ must be a lower-case word like 'liver', got {organ!r}")
     if modality_l.upper() not in MODALITIES:
         raise RegistryError(f"modality must be {' or '.join(MODALITIES)}, got {modality!r}")
     if not is_depth(depth):
         raise RegistryError(f"depth must be an int in 1..{MAX_DEPTH}, got {depth!r}")
-    return f"anunet-{organ_l}-{modality_l}-L{depth}"
+    if arch_l not in NESTED_ARCHS:
+        if depth != MAX_DEPTH:
+            raise RegistryError(f"{arch_l} has one output and no depths: depth must be {MAX_DEPTH}, got {depth!r}")
+        return f"{arch_l}-{organ_l}-{modality_l}"
+    return f"{arch_l}-{organ_l}-{modality_l}-L{depth}"
 
 
-def family_name(organ: str, modality: str) -> str:
-    """``anunet-{organ}-{modality}``: the registered names without ``-L{depth}``."""
-    return registered_model_name(organ, modality, DEPTHS[0]).rsplit("-L", 1)[0]
+def family_name(organ: str, modality: str, arch: str = "anunet") -> str:
+    """``{arch}-{organ}-{modality}``: the registered names without ``-L{depth}`` (for a network
+    with one output, its one registered name)."""
+    return registered_model_name(organ, modality, MAX_DEPTH, arch).rsplit("-L", 1)[0]
 
 
-def parse_model_family(name: str) -> tuple[str, str, int | None]:
-    """``(organ, modality, depth)`` of a family name ``anunet-{organ}-{modality}`` (depth None)
-    or of one registered name ``anunet-{organ}-{modality}-L{depth}``, e.g.
-    ``parse_model_family("anunet-liver-ct") == ("liver", "CT", None)``."""
+def family_depths(arch: str) -> tuple[int, ...]:
+    """The depths a family registers: 1..4 for the nested networks, (4,) for the others."""
+    return DEPTHS if str(arch).lower() in NESTED_ARCHS else (MAX_DEPTH,)
+
+
+def parse_registered_name(name: str) -> ModelName | None:
+    """The :class:`ModelName` of one registered model's name (depth 4 for a network with one
+    output), or None for any other name (a nested family without ``-L{d}`` included)."""
+    parsed = _parse(name)
+    if parsed is None:
+        return None
+    if parsed.arch in NESTED_ARCHS:
+        return parsed if parsed.depth is not None else None
+    return parsed._replace(depth=MAX_DEPTH)
+
+
+def _parse(name: str) -> ModelName | None:
     match = _FAMILY_PATTERN.fullmatch(str(name).strip())
-    if match is None or (match["depth"] is not None and int(match["depth"]) not in DEPTHS):
-        raise RegistryError(
-            f"model must be a family name like 'anunet-liver-ct' (or one depth, 'anunet-liver-ct-L2'), got {name!r}"
-        )
+    if match is None or match["arch"] not in ARCHS:
+        return None
     depth = None if match["depth"] is None else int(match["depth"])
-    return match["organ"], match["modality"].upper(), depth
+    if depth is not None and (depth not in DEPTHS or match["arch"] not in NESTED_ARCHS):
+        return None
+    return ModelName(match["organ"], match["modality"].upper(), depth, match["arch"])
+
+
+def parse_model_family(name: str) -> ModelName:
+    """The :class:`ModelName` ``(organ, modality, depth, arch)`` of a family name
+    ``{arch}-{organ}-{modality}`` (depth None for a nested network, 4 for one with one output)
+    or of one registered depth ``{arch}-{organ}-{modality}-L{depth}``, e.g.
+    ``parse_model_family("anunet-liver-ct") == ("liver", "CT", None, "anunet")``."""
+    parsed = _parse(name)
+    if parsed is None:
+        raise RegistryError(
+            f"model must be a family name like 'anunet-liver-ct' (or one depth, 'anunet-liver-ct-L2'; a baseline "
+            f"as {', '.join(a + '-liver-ct' for a in ARCHS if a != 'anunet')}), got {name!r}"
+        )
+    return parsed if parsed.arch in NESTED_ARCHS else parsed._replace(depth=MAX_DEPTH)
 
 
 def check_run_id(run_id: object) -> str:

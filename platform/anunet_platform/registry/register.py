@@ -1,4 +1,5 @@
-"""Registering a training run's depths: ``prune(model, d)`` becomes a version of ``anunet-{organ}-{modality}-L{d}``.
+"""Registering a training run's depths: ``prune(model, d)`` becomes a version of ``anunet-{organ}-{modality}-L{d}``
+(of ``{arch}-{organ}-{modality}[-L{d}]`` for the paper's baselines, :mod:`anunet_core.baselines`).
 
 What a registered version holds (an MLflow model, ``mlflow.pytorch`` flavour)
     * ``data/model.pt2``: the depth-``d`` network exported with ``torch.export``
@@ -7,8 +8,8 @@ What a registered version holds (an MLflow model, ``mlflow.pytorch`` flavour)
       ``mlflow models serve`` / pyfunc can return. Loading it needs torch and MLflow, no
       project code, and MLflow checks the archive is pickle-free before loading.
     * ``extra_files/anunet_state_dict.pt`` + ``extra_files/anunet_config.json``: the exact
-      :class:`~anunet_core.ANUNet` (its ``state_dict``, tensors only, and its constructor
-      arguments), from which :func:`~anunet_platform.registry.lookup.load_registered` rebuilds
+      :class:`~anunet_core.ANUNet` or baseline (its ``state_dict``, tensors only, and its
+      constructor arguments with ``arch``), from which :func:`~anunet_platform.registry.lookup.load_registered` rebuilds
       it with ``torch.load(weights_only=True)``: nothing is unpickled (DESIGN rule).
 """
 
@@ -26,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from anunet_core.baselines import NETWORKS, arch_of, at_depth, network_config, output_depths
 from anunet_core.errors import one_line
-from anunet_core.model import ANUNet, count_parameters, prune
-from anunet_core.vocabulary import DEPTHS
+from anunet_core.model import count_parameters
 from anunet_platform.registry.chart import TRADEOFF_ARTIFACT, tradeoff_figure
 from anunet_platform.registry.latency import cpu_float, measure_latency_ms
 from anunet_platform.registry.naming import (
@@ -50,7 +51,7 @@ class _DeepestLogits(nn.Module):
     """Serving view of a depth-d network: ``x -> logits of head d`` (one tensor, as the pyfunc
     flavour and the logged signature require). Only its ``torch.export`` graph is saved."""
 
-    def __init__(self, network: ANUNet) -> None:
+    def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
 
@@ -94,14 +95,16 @@ def _pip_requirements() -> list[str]:
 
 
 def check_request(
-    model: ANUNet, depths: Sequence[int], input_size: int, metrics: Mapping[int, Mapping[str, float]]
+    model: nn.Module, depths: Sequence[int] | None, input_size: int, metrics: Mapping[int, Mapping[str, float]]
 ) -> list[int]:
-    """The sorted depths to register, once the request is known to be complete (nothing logged yet)."""
-    if not isinstance(model, ANUNet):
-        raise TypeError(f"register_depths expects an ANUNet, got {type(model).__name__}")
-    depths = sorted(set(depths))
-    if not depths or any(d not in DEPTHS or d > model.depth for d in depths):
-        raise RegistryError(f"depths must be within 1..{model.depth} for this network, got {depths}")
+    """The sorted depths to register (None: every depth the network has), once the request is
+    known to be complete (nothing logged yet)."""
+    if type(model) not in NETWORKS.values():
+        raise TypeError(f"register_depths expects a network of anunet_core.baselines.NETWORKS, got {type(model).__name__}")
+    have = output_depths(model)
+    depths = sorted(set(have if depths is None else depths))
+    if not depths or any(d not in have for d in depths):
+        raise RegistryError(f"depths must be among {', '.join(map(str, have))} for this {arch_of(model)} network, got {depths}")
     if input_size < 16 or input_size % 16:
         raise RegistryError(f"input_size must be a positive multiple of 16, got {input_size}")
     for d in depths:
@@ -117,7 +120,7 @@ def check_request(
 
 
 def version_tags(
-    network: ANUNet, latency_ms: float, metrics: Mapping[str, float], *, input_size: int, alpha: float,
+    network: nn.Module, latency_ms: float, metrics: Mapping[str, float], *, input_size: int, alpha: float,
     gamma: float, dataset_checksum: str, organ: str, modality: str,
 ) -> dict[str, str]:
     """The tags of one depth's version: the DESIGN's ``TAG_KEYS``, every metric, organ and modality."""
@@ -130,26 +133,23 @@ def version_tags(
         "alpha": str(float(alpha)),
         "gamma": str(float(gamma)),
         "dataset": str(dataset_checksum),
+        "arch": arch_of(network),
         "organ": str(organ).lower(),
         "modality": str(modality).upper(),
     }
 
 
-def write_network_files(network: ANUNet, input_size: int, folder: Path) -> list[str]:
-    """The version's extra files, written into ``folder``: tensors-only weights and constructor config."""
+def write_network_files(network: nn.Module, input_size: int, folder: Path) -> list[str]:
+    """The version's extra files, written into ``folder``: tensors-only weights and constructor
+    config (:func:`~anunet_core.baselines.network_config` plus ``input_size``)."""
     folder.mkdir(parents=True)
     torch.save(network.state_dict(), folder / WEIGHTS_FILE)
-    config = {
-        "in_channels": network.in_channels,
-        "filters": list(network.filters),
-        "depth": network.depth,
-        "input_size": input_size,
-    }
+    config = network_config(network) | {"input_size": input_size}
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return [str(folder / WEIGHTS_FILE), str(folder / CONFIG_FILE)]
 
 
-def log_network(network: ANUNet, name: str, tags: Mapping[str, str], extra_files: list[str], example: np.ndarray) -> str:
+def log_network(network: nn.Module, name: str, tags: Mapping[str, str], extra_files: list[str], example: np.ndarray) -> str:
     """Log ``network`` (its deepest head, exported) into the active run as a new version of
     registered model ``name``, tagged; returns the version."""
     import mlflow
@@ -159,7 +159,7 @@ def log_network(network: ANUNet, name: str, tags: Mapping[str, str], extra_files
         logits = network(torch.from_numpy(example))[-1].numpy()
     info = mlflow.pytorch.log_model(
         _DeepestLogits(network),
-        name=f"anunet-L{network.depth}",
+        name=f"{arch_of(network)}-L{network.depth}",
         signature=infer_signature(example, logits),
         input_example=example,
         pip_requirements=_pip_requirements(),
@@ -189,7 +189,7 @@ def registered_by_run(mlflow_client, name: str, run_id: str):
 
 
 def register_depths(
-    model: ANUNet,
+    model: nn.Module,
     *,
     run_id: str,
     organ: str,
@@ -199,22 +199,24 @@ def register_depths(
     gamma: float,
     dataset_checksum: str,
     input_size: int,
-    depths: Sequence[int] = DEPTHS,
+    depths: Sequence[int] | None = None,
     alias: str = CANDIDATE,
     uri: str | None = None,
     extra_tags: Mapping[int, Mapping[str, str]] | None = None,
 ) -> list[RegisteredDepth]:
-    """Register ``prune(model, d)`` for every ``d`` in ``depths`` from the existing run ``run_id``.
+    """Register ``prune(model, d)`` for every ``d`` in ``depths`` from the existing run ``run_id``
+    (a network with one output: itself, as depth 4).
 
     Args:
-        model: the trained network (any device; a CPU float32 copy is what gets logged).
+        model: the trained network, ANU-Net or one of :mod:`anunet_core.baselines` (any
+            device; a CPU float32 copy is what gets logged); its architecture names the models.
         run_id: the training run; the models are logged into it (resumed if not active).
         organ, modality: name the registered models (:func:`registered_model_name`).
         metrics: ``{depth: {"val_dice": ..., "val_iou": ..., ...}}``; every key becomes a tag.
         alpha, gamma: the hybrid loss's focal parameters, tagged.
         dataset_checksum: ``DatasetSummary.checksum`` of the training data, tagged ``dataset``.
         input_size: slice side the network was trained on; the export and latency use it.
-        depths: which depths to register (default all four).
+        depths: which depths to register (default: all the network has, 1..4 or 4).
         alias: set on each new version (moved from older ones); default ``candidate``.
         uri: tracking/registry URI (default :func:`current_uri`).
         extra_tags: ``{depth: {tag: text}}`` set on that depth's version as well (e.g. the
@@ -227,7 +229,8 @@ def register_depths(
     depth order.
     """
     depths = check_request(model, depths, input_size, metrics)
-    names = {d: registered_model_name(organ, modality, d) for d in depths}
+    arch = arch_of(model)
+    names = {d: registered_model_name(organ, modality, d, arch) for d in depths}
     uri, mlflow_client = client(uri)
     check_tracking_server(uri)
 
@@ -243,7 +246,7 @@ def register_depths(
                 version, tags = str(existing.version), dict(existing.tags)
                 logger.info("%s version %s: already registered by run %s, kept", names[d], version, run_id)
             else:
-                network = prune(source, d).eval()
+                network = at_depth(source, d).eval()
                 tags = version_tags(network, measure_latency_ms(source, d, input_size), metrics[d], **described)
                 tags |= {str(k): str(v) for k, v in (extra_tags or {}).get(d, {}).items()}
                 files = write_network_files(network, input_size, Path(tmp) / f"L{d}")
@@ -253,6 +256,6 @@ def register_depths(
             if alias:
                 mlflow_client.set_registered_model_alias(names[d], alias, version)
             registered.append(RegisteredDepth(names[d], version, d, tags, (alias,) if alias else ()))
-        title = f"{family_name(organ, modality)}: Dice vs CPU latency ({input_size}px)"
+        title = f"{family_name(organ, modality, arch)}: Dice vs CPU latency ({input_size}px)"
         mlflow_client.log_figure(run_id, tradeoff_figure(registered, title), TRADEOFF_ARTIFACT)
     return registered

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from anunet_core.baselines import network_config
 from anunet_core.exit_rule import ExitRule
-from anunet_core.vocabulary import ORGAN_MAP_VALUES, ORGANS
+from anunet_core.vocabulary import NESTED_ARCHS, ORGAN_MAP_VALUES, ORGANS
 from anunet_platform import registry
 from anunet_platform.qc import QcThresholds
 from anunet_platform.segment.config import SegmentConfig, SegmentError
@@ -75,16 +76,22 @@ def depth_policy(config: SegmentConfig, model: str | None = None) -> tuple[str, 
     """``(organ, modality, policy)`` of one ``--model`` (default: the first) and the depth flags.
 
     A model name with a depth (``anunet-liver-ct-L3``) fixes that depth; ``--depth`` may then
-    only be ``auto`` or the same depth (:class:`SegmentError` otherwise).
+    only be ``auto`` or the same depth (:class:`SegmentError` otherwise). A network with one
+    output (``unet-liver-ct``: :mod:`anunet_core.baselines`) has one depth, 4: ``--depth`` may
+    be ``auto`` or 4, and ``adaptive`` is refused (it has no shallower head to stop at).
     """
     model = config.model[0] if model is None else model
-    organ, modality, named_depth = registry.parse_model_family(model)
+    name = registry.parse_model_family(model)
     depth_flag = config.depth
-    if named_depth is not None:
-        if str(depth_flag).lower() not in ("auto", str(named_depth)):
-            raise SegmentError(f"--model {model} names depth {named_depth} but --depth is {depth_flag}")
-        depth_flag = named_depth
-    return organ, modality, DepthPolicy.from_flags(depth_flag, config.max_dice_drop, config.latency_budget_ms)
+    if name.depth is not None:
+        if name.arch not in NESTED_ARCHS and str(depth_flag).lower() == "adaptive":
+            raise SegmentError(f"--depth adaptive: {model} has one output and no shallower head to stop at; "
+                               "use --depth auto, or a nested family (anunet-..., unetpp-...)")
+        if str(depth_flag).lower() not in ("auto", str(name.depth)):
+            what = "names depth" if name.arch in NESTED_ARCHS else "has one output, of depth"
+            raise SegmentError(f"--model {model} {what} {name.depth} but --depth is {depth_flag}")
+        depth_flag = name.depth
+    return name.organ, name.modality, DepthPolicy.from_flags(depth_flag, config.max_dice_drop, config.latency_budget_ms)
 
 
 def select_models(config: SegmentConfig) -> list[SelectedModel]:
@@ -130,13 +137,15 @@ def select_model(config: SegmentConfig, model: str | None = None) -> SelectedMod
     a warning). The caller logs the choice and its reason.
     """
     organ, modality, policy = depth_policy(config, model)
+    arch = registry.parse_model_family(config.model[0] if model is None else model).arch
     depths = registry.production_depths(
-        organ, modality, alias=config.alias, uri=config.tracking_uri, fallback_to_newest=config.allow_unpromoted
+        organ, modality, alias=config.alias, uri=config.tracking_uri, fallback_to_newest=config.allow_unpromoted,
+        arch=arch,
     )
     if policy.depth is not None:
         if policy.depth not in depths:
             raise SegmentError(
-                f"--depth {policy.depth}: {registry.registered_model_name(organ, modality, policy.depth)} is not registered"
+                f"--depth {policy.depth}: {registry.registered_model_name(organ, modality, policy.depth, arch)} is not registered"
             )
         depths = {policy.depth: depths[policy.depth]}
     choice = choose_depth(candidates_from_registry(depths), policy)
@@ -169,6 +178,6 @@ def select_model(config: SegmentConfig, model: str | None = None) -> SelectedMod
         exit_rule=exit_rule,
         qc=qc,
         volume_tags={k: chosen.tags[k] for k in VOLUME_TAGS if k in chosen.tags},
-        config={"in_channels": network.in_channels, "filters": list(network.filters), "depth": network.depth},
+        config=network_config(network),
         state_dict={k: v.detach().cpu().numpy() for k, v in network.state_dict().items()},
     )

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from anunet_core import ANUNet, optimize_for_inference
+from anunet_core import optimize_for_inference
 from anunet_core.adaptive import SliceRecord, segment_adaptive, segment_fixed
-from anunet_core.anytime import depth_gflops
+from anunet_core.baselines import network_from_config, network_gflops
 from anunet_core.exit_rule import ExitRule
 from anunet_core.archives import Case, load_case, redact
 from anunet_core.errors import one_line
@@ -159,7 +159,7 @@ class SliceSegmenter:
 
     Rows that already failed pass through. ``weights`` is the list of the organs' state dicts
     of numpy arrays (one dict alone for one organ), or ``[ObjectRef]`` of it; ``configs`` their
-    :class:`~anunet_core.ANUNet` arguments plus ``exit_rule`` (tags, or None) (one dict alone
+    :func:`~anunet_core.baselines.network_config` (ANU-Net or a baseline) plus ``exit_rule`` (tags, or None) (one dict alone
     for one organ).
     """
 
@@ -175,9 +175,9 @@ class SliceSegmenter:
             torch.set_num_threads(threads)
         self.nets, self.rules, self.gflops = [], [], []
         for state, cfg in zip(weights, configs, strict=True):
-            network = ANUNet(in_channels=cfg["in_channels"], filters=cfg["filters"], depth=cfg["depth"])
+            network = network_from_config(cfg)
             network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=True)
-            self.gflops.append(depth_gflops(network, size, size))
+            self.gflops.append(network_gflops(network, size, size))
             self.nets.append(optimize_for_inference(network.eval(), network.depth).to(self.device))
             self.rules.append(ExitRule.from_tags(cfg["exit_rule"]) if cfg.get("exit_rule") else None)
         self.size, self.batch_size = size, batch_size

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from anunet_core import ANUNet
@@ -75,8 +76,11 @@ def test_register_depths_refuses_incomplete_metrics_before_logging(store, client
     with pytest.raises(RegistryError, match="not finite"):
         registry.register_depths(ANUNet(), metrics=depth_metrics(0) | {2: {"val_dice": float("nan"), "val_iou": 0.5}},
                                  input_size=store.size, **common)
-    with pytest.raises(RegistryError, match="depths must be within 1..2"):
-        registry.register_depths(ANUNet(depth=2), metrics=depth_metrics(0), input_size=store.size, **common)
+    with pytest.raises(RegistryError, match="depths must be among 1, 2 for this anunet network"):
+        registry.register_depths(ANUNet(depth=2), metrics=depth_metrics(0), input_size=store.size, depths=(1, 2, 3, 4),
+                                 **common)
+    with pytest.raises(TypeError, match="a network of anunet_core.baselines.NETWORKS"):
+        registry.register_depths(torch.nn.Conv2d(1, 1, 1), metrics=depth_metrics(0), input_size=store.size, **common)
     assert client.search_registered_models("name LIKE 'anunet-spleen%'") == []
     assert client.list_artifacts(run_id) == []
 

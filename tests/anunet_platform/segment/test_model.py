@@ -18,21 +18,6 @@ def test_model_uri() -> None:
 
 
 @pytest.mark.parametrize(
-    "name,expected",
-    [("anunet-liver-ct", ("liver", "CT", None)), ("anunet-kidney-mr", ("kidney", "MR", None)),
-     ("anunet-spleen-ct-L3", ("spleen", "CT", 3))],
-)
-def test_parse_model_family(name: str, expected) -> None:
-    assert registry.parse_model_family(name) == expected
-
-
-@pytest.mark.parametrize("name", ["liver-ct", "anunet-liver-pet", "anunet-liver-ct-L5", "anunet-Liver-CT", ""])
-def test_parse_model_family_refuses(name: str) -> None:
-    with pytest.raises(registry.RegistryError, match="family name like"):
-        registry.parse_model_family(name)
-
-
-@pytest.mark.parametrize(
     "model,kwargs,expected",
     [
         ("anunet-liver-ct", {}, ("liver", "CT", DepthPolicy())),
@@ -42,6 +27,10 @@ def test_parse_model_family_refuses(name: str) -> None:
         ("anunet-spleen-ct-L3", {}, ("spleen", "CT", DepthPolicy(depth=3))),  # the name fixes the depth
         ("anunet-spleen-ct-L3", {"depth": 3}, ("spleen", "CT", DepthPolicy(depth=3))),
         ("anunet-spleen-ct-L3", {"depth": "AUTO"}, ("spleen", "CT", DepthPolicy(depth=3))),
+        ("unetpp-liver-ct", {"depth": "2"}, ("liver", "CT", DepthPolicy(depth=2))),  # nested like ANU-Net
+        ("unetpp-liver-ct", {"depth": "adaptive"}, ("liver", "CT", DepthPolicy(adaptive=True))),
+        ("unet-liver-ct", {}, ("liver", "CT", DepthPolicy(depth=4))),  # one output: its one depth
+        ("attr2unet-kidney-mr", {"depth": 4}, ("kidney", "MR", DepthPolicy(depth=4))),
     ],
 )
 def test_depth_policy_of_the_flags(model: str, kwargs: dict, expected) -> None:
@@ -53,6 +42,14 @@ def test_a_model_name_and_another_depth_are_refused() -> None:
         depth_policy(_config("anunet-spleen-ct-L3", depth=2))
     with pytest.raises(ValueError, match="depth must be 'auto', 'adaptive' or one of 1..4, got 'deep'"):
         depth_policy(_config("anunet-liver-ct", depth="deep"))
+
+
+@pytest.mark.parametrize("arch", ["unet", "r2unet", "attunet", "attr2unet"])
+def test_a_network_with_one_output_runs_only_its_depth(arch: str) -> None:
+    with pytest.raises(SegmentError, match=f"--depth adaptive: {arch}-liver-ct has one output and no shallower head"):
+        depth_policy(_config(f"{arch}-liver-ct", depth="adaptive"))
+    with pytest.raises(SegmentError, match=f"--model {arch}-liver-ct has one output, of depth 4 but --depth is 2"):
+        depth_policy(_config(f"{arch}-liver-ct", depth=2))
 
 
 def test_each_model_of_a_run_has_its_own_policy() -> None:
