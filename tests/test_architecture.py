@@ -2,9 +2,10 @@
 
 - anunet_core imports neither Ray, MLflow nor anunet_platform;
 - no import cycle between modules;
-- a stage (ingest, train, tune, segment, evaluate) imports no other stage, only the shared
-  layer (contracts, registry, selection, calibration, qc, cluster, precision, logs); the one allowed exception
-  is tune -> train (a tuning trial is a training run);
+- a stage (ingest, train, tune, compare, segment, evaluate) imports no other stage, only the shared
+  layer (contracts, registry, selection, calibration, qc, cluster, precision, logs); the allowed exceptions
+  are tune -> train (a tuning trial is a training run) and compare -> train, tune (the comparison is
+  a grid of training runs, sized and reported to Tune as tuning trials are);
 - only the registry package imports mlflow;
 - the vocabulary, the error formatter and the contracts are defined once: no other module
   assigns DEPTHS, ORGANS, MODALITIES, ARCHS, SLICE_SCHEMA or MANIFEST_SCHEMA, or defines a
@@ -21,9 +22,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ROOTS = {"anunet_core": REPO / "anunet_core", "anunet_platform": REPO / "platform" / "anunet_platform"}
-STAGES = ("ingest", "train", "tune", "segment", "evaluate")
+STAGES = ("ingest", "train", "tune", "compare", "segment", "evaluate")
 SHARED = ("contracts", "registry", "selection", "calibration", "qc", "cluster", "precision", "logs")
-ALLOWED_STAGE_IMPORTS = {("tune", "train")}
+ALLOWED_STAGE_IMPORTS = {("tune", "train"), ("compare", "train"), ("compare", "tune")}
 
 
 def _module_name(path: Path) -> str:

@@ -21,8 +21,9 @@ from typing import Any
 from anunet_core.archives import LAYOUTS
 from anunet_core.errors import one_line
 from anunet_core.synthetic import make_archive
-from anunet_core.vocabulary import DEPTHS, MODALITIES, ORGANS, validate_modality
+from anunet_core.vocabulary import ARCHS, DEPTHS, MODALITIES, ORGANS, validate_modality
 from anunet_platform import registry
+from anunet_platform.compare import CompareConfig
 from anunet_platform.contracts import FailedFractionExceeded
 from anunet_platform.demo import DemoConfig
 from anunet_platform.evaluate import run_evaluate
@@ -206,10 +207,16 @@ def _add_training_flags(parser: argparse.ArgumentParser, config: type, *, worker
 def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobs/train.py",
-        description="Train ANU-Net on an ingested dataset with Ray Train (DDP); optionally register every depth in MLflow.",
+        description="Train ANU-Net (or a baseline, --arch) on an ingested dataset with Ray Train (DDP); optionally register every depth in MLflow.",
     )
     _add_training_flags(parser, TrainConfig, workers_required=True)
     parser.add_argument("--epochs", type=_positive_int, required=True, help="passes over the training split")
+    arch = _default(TrainConfig, "arch")
+    parser.add_argument(
+        "--arch", type=str.lower, choices=ARCHS, default=arch,
+        help=f"network (default {arch}): ANU-Net or one of the paper's baselines, trained and registered the same "
+        "way; unetpp registers per depth like anunet, the others once as <arch>-<organ>-<modality>",
+    )
     alpha, gamma, lr = (_default(TrainConfig, name) for name in ("alpha", "gamma", "learning_rate"))
     parser.add_argument("--alpha", type=_fraction, default=alpha, help=f"hybrid loss: weight of organ pixels (default {alpha})")
     parser.add_argument("--gamma", type=float, default=gamma, help=f"hybrid loss: focusing exponent (default {gamma})")
@@ -224,7 +231,7 @@ def train_parser() -> argparse.ArgumentParser:
         "--max-failures", type=int, default=failures,
         help=f"restarts from the latest checkpoint after a worker failure (default {failures})",
     )
-    parser.add_argument("--register", action="store_true", help="register one model per depth in MLflow (alias candidate)")
+    parser.add_argument("--register", action="store_true", help="register one model per depth in MLflow (alias candidate; a network with one output: one model)")
     drop = _default(TrainConfig, "adaptive_max_dice_drop")
     parser.add_argument(
         "--adaptive-max-dice-drop", type=_fraction, default=drop,
@@ -277,6 +284,45 @@ def tune_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--name", default=_default(SearchConfig, "name"), help="experiment name; the same name resumes it")
     parser.add_argument("--register", action="store_true", help="retrain the best config and register every depth")
+    return parser
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobs/compare.py",
+        description="The paper's comparison (Tables 2-6, Fig. 13) on your dataset: ANU-Net and its five baselines "
+        "trained as one Ray Tune grid with the same loss and epochs, evaluated per volume on the test split.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder written by jobs/ingest.py (with a test split)")
+    parser.add_argument(
+        "--archs", default="all",
+        help=f"'all' (the default: {', '.join(ARCHS)}) or a comma-separated list of them",
+    )
+    parser.add_argument("--epochs", type=_positive_int, required=True, help="passes over the training split, every network")
+    parser.add_argument("--seeds", type=_positive_int, default=_default(CompareConfig, "seeds"),
+                        help="trainings per architecture, seeds 0..N-1 (default 1); tables give mean ± std over seeds and cases")
+    parser.add_argument("--register", action="store_true",
+                        help="register every trained network under its own names (alias candidate)")
+    parser.add_argument("--name", default=None, help="experiment name; the same name resumes (default: from data and settings)")
+    workers, cpus, batch = (_default(CompareConfig, n) for n in ("num_workers", "cpus_per_worker", "batch_size"))
+    parser.add_argument("--num-workers", type=_positive_int, default=workers, help=f"Ray Train workers per training (default {workers})")
+    parser.add_argument("--cpus-per-worker", type=_positive_int, default=cpus, help=f"CPUs per worker (default {cpus})")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker: NCCL and bf16 autocast")
+    parser.add_argument("--batch-size", type=_positive_int, default=batch, help=f"slices per worker per step (default {batch})")
+    parser.add_argument("--cache-data", action="store_true",
+                        help="decode the splits once into Ray's object store (each concurrent training holds a copy)")
+    parser.add_argument("--max-concurrent-trials", type=_positive_int, default=None,
+                        help="trainings at once (default: as many as the cluster fits)")
+    timed = _default(CompareConfig, "timed_slices")
+    parser.add_argument("--timed-slices", type=_positive_int, default=timed,
+                        help=f"slices timed per depth for Table 6, scaled to the paper's 2,000 (default {timed})")
+    parser.add_argument("--storage-path", type=_storage_path, default=None,
+                        help="Tune and checkpoint storage (default ./anunet-workspace/ray_results; shared storage on a cluster)")
+    experiment = _default(CompareConfig, "experiment")
+    parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment (default {experiment})")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for comparison.md/.csv, table6.csv, fig13.png and the per-case files "
+                        "(default: the experiment's folder under the storage path)")
     return parser
 
 
@@ -442,6 +488,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "demo": demo_parser,
     "promote": promote_parser,
     "evaluate": evaluate_parser,
+    "compare": compare_parser,
 }
 
 
@@ -457,6 +504,7 @@ JOB_TARGETS: dict[str, Callable] = {
     "demo": DemoConfig,
     "promote": registry.run_promote,
     "evaluate": run_evaluate,
+    "compare": CompareConfig,
 }
 
 

@@ -106,6 +106,10 @@ def test_a_changed_config_default_changes_the_flag(monkeypatch: pytest.MonkeyPat
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-kidney-mr", "--depth", "3", "--use-gpu", "--batch-size", "64"]),
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--latency-budget-ms", "20", "--num-actors", "2"]),
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--max-failed-fraction", "0.05", "--allow-unpromoted"]),
+        ("segment", ["--archive", "A", "--out", "O", "--model", "unet-liver-ct"]),
+        ("train", ["--data", "D", "--epochs", "1", "--num-workers", "1", "--arch", "unetpp"]),
+        ("compare", ["--data", "D", "--archs", "all", "--epochs", "3"]),
+        ("compare", ["--data", "D", "--archs", "anunet,unet", "--epochs", "3", "--seeds", "2", "--register", "--name", "n"]),
     ],
 )
 def test_design_contract_flags_parse(job: str, argv: list[str]) -> None:
@@ -127,6 +131,9 @@ def test_design_contract_flags_parse(job: str, argv: list[str]) -> None:
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--latency-budget-ms", "0"]),
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--batch-size", "0"]),
         ("segment", ["--archive", "A", "--out", "O", "--model", "anunet-liver-ct", "--max-failed-fraction", "1.5"]),
+        ("train", ["--data", "D", "--epochs", "1", "--num-workers", "1", "--arch", "vnet"]),
+        ("compare", ["--data", "D", "--epochs", "0"]),
+        ("compare", ["--archs", "all", "--epochs", "1"]),
     ],
 )
 def test_bad_flags_are_refused(job: str, argv: list[str]) -> None:

@@ -273,7 +273,7 @@ def schema_errors(body: dict) -> list[str]:
 
 def test_kuberay_objects_are_found():
     kinds = sorted(d.kind for d in ray_docs())
-    assert kinds == ["RayCluster", "RayCronJob", "RayJob", "RayJob", "RayJob", "RayJob"], kinds
+    assert kinds == ["RayCluster", "RayCronJob", "RayJob", "RayJob", "RayJob", "RayJob", "RayJob"], kinds
 
 
 @pytest.mark.parametrize("doc", ray_docs(), ids=lambda d: d.id)
@@ -345,15 +345,15 @@ def test_entrypoint_parses_with_its_jobs_parser(where, entrypoint):
             assert value.is_absolute() and value.parts[1] == DATA_MOUNT.strip("/"), f"{where}: --{flag} {value}"
 
 
-def test_entrypoints_cover_ingest_train_tune_and_segment():
+def test_entrypoints_cover_ingest_train_tune_compare_and_segment():
     names = {parse_entrypoint(e)[0] for _, e in entrypoints()}
-    assert {"ingest", "train", "tune", "segment"} <= names, names
+    assert {"ingest", "train", "tune", "compare", "segment"} <= names, names
 
 
 def test_training_entrypoints_use_gpus_and_shared_checkpoint_storage():
     for where, entrypoint in entrypoints():
         name, args = parse_entrypoint(entrypoint)
-        if name in ("train", "tune"):
+        if name in ("train", "tune", "compare"):
             assert args.use_gpu, where
             assert args.storage_path == Path("/data/ray_results"), where
         if name == "train":
@@ -371,7 +371,7 @@ def test_each_cluster_fits_its_job():
         gpus = sum(g["maxReplicas"] * gpus_per_pod(g) for g in groups.values())
         cpus = sum(g["maxReplicas"] * ray_cpus(g) for g in groups.values())
         need_gpus, need_cpus = 0, job["entrypointNumCpus"]
-        if name in ("train", "tune"):  # every rank of every concurrent trial at once
+        if name in ("train", "tune", "compare"):  # every rank of every concurrent trial at once
             ranks = args.num_workers * (getattr(args, "max_concurrent_trials", None) or 1)
             need_gpus = ranks if args.use_gpu else 0
             need_cpus += ranks * args.cpus_per_worker
@@ -491,7 +491,7 @@ def test_rayjobs_clean_up_and_retry(doc, job):
 def test_ondemand_rayjobs_are_selectable_one_at_a_time():
     jobs = [d for d in objects() if d.kind == "RayJob" and d.rel.startswith("jobs/")]
     labels = sorted(d.body["metadata"]["labels"]["anunet.io/job"] for d in jobs)
-    assert labels == ["ingest", "train", "tune"]
+    assert labels == ["compare", "ingest", "train", "tune"]
     for doc in jobs:
         assert doc.body["metadata"]["name"] == f"anunet-{doc.body['metadata']['labels']['anunet.io/job']}"
 
@@ -536,7 +536,7 @@ def test_every_pod_and_container_runs_hardened_as_its_images_user():
                 errors = security_errors(pod, container.get("securityContext", {}), container["image"])
                 assert not errors, f"{where} {container['name']}: " + "; ".join(errors)
                 checked += 1
-    assert checked == 22, checked  # 13 Ray containers, 5 submitters, mlflow (+ init), postgres, kubectl
+    assert checked == 25, checked  # 15 Ray containers, 6 submitters, mlflow (+ init), postgres, kubectl
 
 
 @pytest.mark.parametrize("doc, spec", cluster_specs(), ids=[d.id for d, _ in cluster_specs()])
@@ -594,7 +594,7 @@ def test_read_only_containers_write_only_to_volumes():
                     for path in ("/var/run/postgresql", "/tmp"):
                         assert "emptyDir" in volumes[mounts[path]], f"{name}: {path}"
                     checked += 1
-    assert checked == 21, checked
+    assert checked == 24, checked
 
 
 def test_submitters_are_hardened_and_kuberay_fills_in_their_command():
@@ -701,7 +701,7 @@ def test_every_mlflow_client_signs_in_with_the_jobs_secret():
     ray_containers = sum(
         len(group["template"]["spec"]["containers"]) for _, spec in cluster_specs() for _, group in ray_groups(spec)
     )
-    assert clients == ray_containers == 13, (clients, ray_containers)
+    assert clients == ray_containers == 15, (clients, ray_containers)
     for doc in all_docs():
         for node in walk(doc.body):
             if isinstance(node, dict) and node.get("secretKeyRef", {}).get("name") == MLFLOW_AUTH_SECRET:

@@ -22,11 +22,11 @@ def max_concurrent_trials(cluster_cpus: float, cluster_gpus: float, config: Sear
     """How many trials fit at once so none waits forever for workers.
 
     A trial needs ``num_workers * cpus_per_worker`` CPUs (and ``num_workers`` GPUs with
-    ``use_gpu``) for its workers plus one CPU for its Ray Data input pipeline; the trial
-    function itself holds no CPU (``TRIAL_RESOURCES``). Raises ``ValueError`` when not even
-    one trial fits.
+    ``use_gpu``) for its workers plus, unless it caches its data (``cache_data``: decoded
+    before its workers start), one CPU for its Ray Data input pipeline; the trial function
+    itself holds no CPU (``TRIAL_RESOURCES``). Raises ``ValueError`` when not even one trial fits.
     """
-    cpus_per_trial = cpus_per_run(config.num_workers, config.cpus_per_worker)
+    cpus_per_trial = cpus_per_run(config.num_workers, config.cpus_per_worker, streams_data=not config.cache_data)
     fits = math.floor(cluster_cpus / cpus_per_trial)
     if config.use_gpu:
         fits = min(fits, math.floor(cluster_gpus / config.num_workers))

@@ -18,13 +18,16 @@ from anunet_platform.tune import asha_rungs, asha_trial_epochs, max_concurrent_t
         (64, 0, {"num_samples": 3}, 3),  # never more than the samples
         (16, 2, {"use_gpu": True}, 2),  # GPUs bound it
         (16, 8, {"use_gpu": True, "num_workers": 4}, 2),
+        (2, 0, {"cache_data": True}, 2),  # decoded before the workers start: no input CPU beside them
+        (2, 0, {"cache_data": True, "cpus_per_worker": 2}, 1),
     ],
 )
 def test_max_concurrent_trials_fits_workers_and_input_pipeline(search, cpus, gpus, kwargs, expected) -> None:
     assert max_concurrent_trials(cpus, gpus, search(**kwargs)) == expected
 
 
-@pytest.mark.parametrize("cpus,gpus,kwargs", [(1, 0, {}), (8, 0, {"num_workers": 8}), (16, 0, {"use_gpu": True})])
+@pytest.mark.parametrize("cpus,gpus,kwargs", [(1, 0, {}), (8, 0, {"num_workers": 8}), (16, 0, {"use_gpu": True}),
+                                              (1, 0, {"cache_data": True, "cpus_per_worker": 2})])
 def test_a_cluster_too_small_for_one_trial_is_a_clear_error(search, cpus, gpus, kwargs) -> None:
     with pytest.raises(ValueError, match="one trial needs"):
         max_concurrent_trials(cpus, gpus, search(**kwargs))
