@@ -32,6 +32,24 @@ def cpu_name() -> str:
     return f"{name} ({', '.join(units) if units else 'no AVX512/AMX'})"
 
 
+def matmul_peak_gflops(dtype, threads: int, size: int = 2048, rounds: int = 5) -> float:
+    """This CPU's matrix-multiply rate in GFLOP/s for ``dtype`` (torch.float32 or bfloat16) on
+    ``threads`` threads: the best of ``rounds`` square ``size x size`` products, after a warm-up.
+    The yardstick a network's achieved rate is measured against, in the same run."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
 def run_with_peak_rss(command: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[str, int]:
     """Run ``command``; return its stdout and the peak resident memory (bytes) of its process
     tree (the driver, and the raylet and workers of a local Ray it starts), sampled every 0.1 s.
