@@ -18,7 +18,10 @@ on the unseen cases? Target (issue 16): the bootstrap rule holds in >= 90% of th
 printed: how much Dice each rule's choice loses on the unseen cohort and the GFLOP/slice it
 costs.
 
-    python benchmarks/bench_depth_choice.py [--seeds 5] [--cases 20] [--epochs 8] [--size 64]
+    python benchmarks/bench_depth_choice.py [--seeds 5] [--first-seed 0] [--cases 20] [--epochs 8] [--size 64]
+
+``--first-seed K`` runs seeds K..K+seeds-1 (each run depends only on its seed, so a long
+measurement can be split over several invocations and the rows put together).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ def cohort_dice(model: torch.nn.Module, folder: Path, size: int) -> dict[int, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--val-fraction", type=float, default=0.4)
     parser.add_argument("--epochs", type=int, default=8)
@@ -86,7 +90,7 @@ def main() -> None:
         make_archive(root / "cohort", cases=args.cohort, modality="CT", fmt="nifti", layout="msd", seed=777, shape=SHAPE)
         print(f"{'seed':>4} {'val':>3} {'val Dice L1..L4 (pooled)':>28} {'unseen Dice L1..L4':>28} "
               f"{'pooled':>7} {'boot':>5}  bootstrap reason")
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             archive, dataset = root / f"archive-{seed}", root / f"dataset-{seed}"
             make_archive(archive, cases=args.cases, modality="CT", fmt="nifti", seed=100 + seed, shape=SHAPE)
             run_ingest(IngestConfig(source=archive, out=dataset, organ="liver", modality="CT", size=args.size,
