@@ -79,9 +79,37 @@ def test_depth_metrics_from_confusion_counts() -> None:
     assert metrics["val_dice"] == metrics["val_dice_L4"] == pytest.approx(18 / 19), "Tune's metric is the deepest head"
 
 
+def test_a_network_with_one_output_reports_depth_4_only() -> None:
+    metrics = depth_metrics([ConfusionCounts(torch.tensor(9), torch.tensor(1), torch.tensor(0))], depths=(4,))
+    assert metrics["val_dice"] == metrics["val_dice_L4"] == pytest.approx(18 / 19)
+    assert not any(f"_L{d}" in key for key in metrics for d in (1, 2, 3))
+    with pytest.raises(ValueError):
+        depth_metrics([ConfusionCounts(torch.tensor(9), torch.tensor(1), torch.tensor(0))])  # four depths, one count
+
+
+@pytest.mark.parametrize("arch", ["anunet", "unet", "unetpp"])
+def test_a_checkpoint_loads_back_as_its_own_architecture(tmp_path: Path, arch: str) -> None:
+    import json
+
+    from anunet_core.baselines import arch_of, build_network
+    from anunet_platform.train import load_model_weights
+
+    torch.manual_seed(0)
+    network = build_network(arch)
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    (tmp_path / "state.json").write_text(json.dumps({"epoch": 0, "metrics": {}, "arch": arch}))
+    loaded = load_model_weights(tmp_path)
+    assert arch_of(loaded) == arch and not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), network.state_dict().values()))
+    (tmp_path / "state.json").write_text(json.dumps({"epoch": 0, "metrics": {}}))  # written before --arch
+    if arch == "anunet":
+        assert arch_of(load_model_weights(tmp_path)) == "anunet"
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
-    [({"epochs": 0}, "--epochs"), ({"num_workers": 0}, "--num-workers"), ({"alpha": 2.0}, "--alpha"), ({"gamma": -1.0}, "--gamma")],
+    [({"epochs": 0}, "--epochs"), ({"num_workers": 0}, "--num-workers"), ({"alpha": 2.0}, "--alpha"), ({"gamma": -1.0}, "--gamma"),
+     ({"arch": "vnet"}, "--arch: arch must be one of anunet, unet")],
 )
 def test_bad_train_config_is_refused(tmp_path: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
