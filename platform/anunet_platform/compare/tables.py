@@ -210,14 +210,18 @@ def plot_fig13(table6: Mapping[str, Sequence[Table6Row]], path: Path, title: str
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
+    from matplotlib.lines import Line2D
+
     largest = max((r.params for rows in table6.values() for r in rows), default=1)
+    handles = []
     for (arch, rows), colour in zip(table6.items(), ("tab:blue", "tab:orange", "tab:green")):
         if not rows:
             continue
         x, y = [r.seconds for r in rows], [r.dice_mean for r in rows]
         axes.plot(x, y, color=colour, alpha=0.4)
-        axes.scatter(x, y, s=[2000 * r.params / largest for r in rows], color=colour, alpha=0.35,
-                     label=f"{rows[0].method} (area: parameters)")
+        axes.scatter(x, y, s=[2000 * r.params / largest for r in rows], color=colour, alpha=0.35)
+        handles.append(Line2D([], [], marker="o", linestyle="", color=colour, alpha=0.6, markersize=9,
+                              label=f"{rows[0].method} (area: parameters)"))
         for r in rows:
             axes.annotate(f"L{r.depth}\n{r.params / 1e6:.2f}M", (r.seconds, r.dice_mean), ha="center", va="center",
                           fontsize=8)
@@ -226,7 +230,8 @@ def plot_fig13(table6: Mapping[str, Sequence[Table6Row]], path: Path, title: str
     axes.set_ylabel("Dice (%)")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    axes.margins(x=0.15, y=0.15)  # room for the largest bubbles
+    axes.legend(handles=handles, loc="lower right", fontsize=8)
     figure.tight_layout()
     try:
         return write_atomic(Path(path), lambda tmp: figure.savefig(tmp, dpi=110))
