@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from anunet_platform import registry
 from anunet_platform.segment import SegmentConfig, SegmentError, depth_policy, model_uri
 from anunet_platform.selection import DepthPolicy
 
