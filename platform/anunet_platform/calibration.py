@@ -101,11 +101,14 @@ class ValidationCase:
 
 
 def score_validation(model: torch.nn.Module, data: Path, organ: str,
-                     empty_slice_fraction: float | None = None, split: str = "val") -> list[ValidationCase]:
+                     empty_slice_fraction: float | None = None, split: str = "val",
+                     dice: bool = True) -> list[ValidationCase]:
     """Every validation case (``val/<case_id>.parquet``; ``split``: another split's) scored by every head of ``model``:
-    the heads' probabilities and each depth's volume Dice without and with
+    the heads' probabilities and (``dice``) each depth's volume Dice without and with
     :func:`~anunet_core.postprocessing.postprocess_organ` (in the model's grid: its voxels are
-    the dataset's resized pixels times the slice step, in mL through the ``spacing`` column)."""
+    the dataset's resized pixels times the slice step, in mL through the ``spacing`` column).
+    A caller that scores the heads itself passes ``dice=False`` and skips the post-processing
+    of every head."""
     import pyarrow.parquet as pq
 
     model = model.eval()
@@ -137,7 +140,7 @@ def score_validation(model: torch.nn.Module, data: Path, organ: str,
             edge_slices=(bool(indices.min() == 0), False),  # the scan's last slice is unknown here
             slice_index=indices, spacing_mm=(float(row_mm), float(col_mm), float(step_mm)),
         )
-        for d in range(case.depth):
+        for d in range(case.depth if dice else 0):
             pred = heads[d] > 0.5
             case.dice.append(volume_dice(pred, truth))
             case.dice_postprocessed.append(volume_dice(postprocess_organ(pred, organ, case.voxel_ml).mask, truth))

@@ -92,7 +92,7 @@ def score_test_split(model: torch.nn.Module, data: Path, organ: str, arch: str, 
     and depth. A dataset without test cases is a ``DatasetError`` (one line)."""
     depths = output_depths(model)
     scores = []
-    for case in score_validation(model, data, organ, split="test"):
+    for case in score_validation(model, data, organ, split="test", dice=False):  # score_case measures its own
         scores.extend(score_case(case, arch, seed, depths))
     return sorted(scores, key=lambda s: (s.case_id, s.depth))
 
