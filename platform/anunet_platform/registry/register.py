@@ -4,8 +4,11 @@
 What a registered version holds (an MLflow model, ``mlflow.pytorch`` flavour)
     * ``data/model.pt2``: the depth-``d`` network exported with ``torch.export``
       (``serialization_format="pt2"``, MLflow 3's default), wrapped so that it returns the
-      deepest head's logits ``(B, 1, S, S)`` only: what the logged signature says, what
-      ``mlflow models serve`` / pyfunc can return. Loading it needs torch and MLflow, no
+      deepest head's logits ``(B, 1, H, W)`` only: what the logged signature says, what
+      ``mlflow models serve`` / pyfunc can return. The graph takes any batch and any H, W
+      that are multiples of 16 (the signature's shape is ``(-1, C, -1, -1)``; the export's
+      guards refuse other sizes with ``Guard failed: ... % 16 == 0``); the training size is
+      the model's ``input_size`` metadata and tag. Loading it needs torch and MLflow, no
       project code, and MLflow checks the archive is pickle-free before loading.
     * ``extra_files/anunet_state_dict.pt`` + ``extra_files/anunet_config.json``: the exact
       :class:`~anunet_core.ANUNet` or baseline (its ``state_dict``, tensors only, and its
@@ -149,19 +152,32 @@ def write_network_files(network: nn.Module, input_size: int, folder: Path) -> li
     return [str(folder / WEIGHTS_FILE), str(folder / CONFIG_FILE)]
 
 
-def log_network(network: nn.Module, name: str, tags: Mapping[str, str], extra_files: list[str], example: np.ndarray) -> str:
-    """Log ``network`` (its deepest head, exported) into the active run as a new version of
-    registered model ``name``, tagged; returns the version."""
-    import mlflow
-    from mlflow.models import infer_signature
+def serving_signature(channels: int):
+    """The exported graph's signature: ``(B, channels, H, W)`` float32 in, ``(B, 1, H, W)``
+    logits out, every size but the channels free (-1). MLflow exports each -1 dimension as
+    dynamic (``torch.export.Dim.AUTO``); the network's pooling adds the multiple-of-16 guard."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
 
-    with torch.no_grad():
-        logits = network(torch.from_numpy(example))[-1].numpy()
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels, -1, -1))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, -1, -1))]),
+    )
+
+
+def log_network(network: nn.Module, name: str, tags: Mapping[str, str], extra_files: list[str], example: np.ndarray) -> str:
+    """Log ``network`` (its deepest head, exported for any batch and any H, W that are
+    multiples of 16) into the active run as a new version of registered model ``name``,
+    tagged; returns the version. ``example`` ``(B, C, S, S)`` with B > 1 (a size-1 dimension
+    would be exported as a constant) and S the training size, recorded as ``input_size``."""
+    import mlflow
+
     info = mlflow.pytorch.log_model(
         _DeepestLogits(network),
         name=f"{arch_of(network)}-L{network.depth}",
-        signature=infer_signature(example, logits),
+        signature=serving_signature(example.shape[1]),
         input_example=example,
+        metadata={"input_size": int(example.shape[-1]), "size_multiple": 16},
         pip_requirements=_pip_requirements(),
         extra_files=extra_files,
         serialization_format="pt2",
@@ -235,7 +251,7 @@ def register_depths(
     check_tracking_server(uri)
 
     source = cpu_float(model)
-    example = np.zeros((2, source.in_channels, input_size, input_size), dtype=np.float32)  # batch 2: dynamic batch
+    example = np.zeros((2, source.in_channels, input_size, input_size), dtype=np.float32)  # batch 2: a dynamic batch
     described = dict(input_size=input_size, alpha=alpha, gamma=gamma, dataset_checksum=dataset_checksum, organ=organ,
                      modality=modality)
     registered: list[RegisteredDepth] = []

@@ -43,12 +43,28 @@ def test_load_registered_is_the_plain_network(store, client: MlflowClient, key: 
             torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
-def test_the_mlflow_model_is_a_pickle_free_export_of_the_deepest_head(store, client: MlflowClient) -> None:
+@pytest.mark.parametrize("depth", [2, 4])
+def test_the_mlflow_model_is_a_pickle_free_export_of_the_deepest_head_at_any_size(
+    store, client: MlflowClient, depth: int
+) -> None:
+    """The serving graph takes any batch and any H, W that are multiples of 16 (not only the
+    training size), says so in its signature, and refuses other sizes."""
     reg = store.runs["liver1"]
-    exported = mlflow.pytorch.load_model(f"models:/{store.names['liver1'][1]}/1")  # data/model.pt2, no unpickling
-    x = torch.randn(5, 1, store.size, store.size, generator=torch.Generator().manual_seed(3))  # any batch size
-    with torch.no_grad():
-        torch.testing.assert_close(exported(x), reg.model(x, depth=2)[-1], atol=1e-5, rtol=0)
+    uri = f"models:/{store.names['liver1'][depth - 1]}/1"
+    exported = mlflow.pytorch.load_model(uri)  # data/model.pt2, no unpickling
+    generator = torch.Generator().manual_seed(3)
+    for shape in [(5, 1, store.size, store.size), (1, 1, 3 * store.size // 2, 2 * store.size)]:
+        x = torch.randn(*shape, generator=generator)
+        with torch.no_grad():
+            got = exported(x)
+            assert got.shape == (shape[0], 1, *shape[2:])
+            torch.testing.assert_close(got, reg.model(x, depth=depth)[-1], atol=1e-5, rtol=0)
+    with pytest.raises(Exception, match=r"Guard failed: .* % \d+ == 0"):  # 2 ** depth divides H and W
+        exported(torch.zeros(1, 1, store.size + 2, store.size))
+    info = mlflow.models.get_model_info(uri)
+    assert [spec.shape for spec in info.signature.inputs.inputs] == [(-1, 1, -1, -1)]
+    assert [spec.shape for spec in info.signature.outputs.inputs] == [(-1, 1, -1, -1)]
+    assert info.metadata == {"input_size": store.size, "size_multiple": 16}
 
 
 def test_load_registered_by_alias_and_its_errors(store, client: MlflowClient) -> None:

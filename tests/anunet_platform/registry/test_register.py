@@ -10,6 +10,7 @@ import torch
 from mlflow import MlflowClient
 
 from anunet_core import ANUNet
+from anunet_core.baselines import build_network
 from anunet_core.vocabulary import DEPTHS
 from anunet_platform import registry
 from anunet_platform.registry import RegistryError
@@ -104,3 +105,22 @@ def test_a_retried_registration_completes_the_set_instead_of_duplicating_it(
         assert str(client.get_model_version_by_alias(f"anunet-liver-mr-L{d}", "candidate").version) == "1"
     assert [str(version) for _, version in registry.promote(run_id, uri=store.uri)] == ["1"] * 4
     assert registry.register_depths(model, **common) == again, "a third call changes nothing"
+
+
+@pytest.mark.parametrize("arch", ["unet", "attr2unet"])
+def test_a_baseline_registers_one_serving_graph_of_any_size(store, client: MlflowClient, depth_metrics, arch: str) -> None:
+    """The paper's one-output baselines register as ``{arch}-{organ}-{modality}``, exported like
+    ANU-Net's depths: any batch, any H and W that are multiples of 16."""
+    import mlflow
+
+    model = build_network(arch).eval()
+    run_id = client.create_run(store.experiment_id, run_name=f"{arch}-any-size").info.run_id
+    rows = registry.register_depths(model, run_id=run_id, organ="spleen", modality="CT", metrics={4: depth_metrics(3)[4]},
+                                    alpha=0.5, gamma=2.0, dataset_checksum="d", input_size=store.size, uri=store.uri)
+    assert [(r.name, r.depth, r.tags["arch"]) for r in rows] == [(f"{arch}-spleen-ct", 4, arch)]
+    exported = mlflow.pytorch.load_model(f"models:/{arch}-spleen-ct/{rows[0].version}")
+    generator = torch.Generator().manual_seed(5)
+    for shape in [(2, 1, store.size, store.size), (3, 1, 2 * store.size, store.size + 16)]:
+        x = torch.randn(*shape, generator=generator)
+        with torch.no_grad():
+            torch.testing.assert_close(exported(x), model(x)[-1], atol=1e-5, rtol=0)

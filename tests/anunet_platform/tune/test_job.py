@@ -103,15 +103,17 @@ def mlflow_server(tmp_path: Path):
 
 @pytest.mark.slow
 def test_tpe_with_asha_against_a_tracking_server_and_restored(tmp_path: Path, small_dataset: Path, mlflow_server: str, monkeypatch) -> None:
-    """TPE through a ConcurrencyLimiter: 2 trials at a time on 4 CPUs, ASHA over 2 epochs,
+    """TPE through a ConcurrencyLimiter: 2 trials at a time on 2 CPUs, ASHA over 2 epochs,
     every trial a child run on a real MLflow server; the same name restores the experiment.
-    The trials decode their data once (--cache-data), the path the streaming test leaves out."""
+    The trials decode their data once (--cache-data), the path the streaming test leaves out:
+    with no input pipeline to feed, a trial holds only its worker's CPU, so two fill the
+    cluster exactly, and must still finish."""
     import ray
     from anunet_platform.tune import run_tuning
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    ray.init(num_cpus=4, include_dashboard=True, logging_level="ERROR")
+    ray.init(num_cpus=2, include_dashboard=True, logging_level="ERROR")
     try:
         config = SearchConfig(data=small_dataset, num_samples=3, epochs=2, batch_size=8, search="tpe", name="tpe-three",
                               storage_path=tmp_path / "ray_results", time_budget_s=1200, cache_data=True)
