@@ -72,6 +72,7 @@ __all__ = [
     "DatasetSummary",
     "decode_batch",
     "decode_slices",
+    "decode_table",
     "decode_slices_bytes",
     "dicom_seg_path",
     "mask_path_of",
@@ -83,6 +84,7 @@ __all__ = [
     "preview_path",
     "read_labels",
     "read_manifest",
+    "read_slices",
     "read_summary",
     "record_path",
     "split_files",
@@ -210,13 +212,75 @@ def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"image": image.copy(), "mask": mask.copy()}
 
 
+def _fixed_width_values(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray | None:
+    """The bytes of a binary column whose every value is ``width`` bytes long, one row after
+    the other, read straight from Arrow's buffers (no Python ``bytes`` per row); None when
+    the column is not plain binary, has nulls or a value of another length."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = []
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        if chunk.null_count or not (pa.types.is_binary(chunk.type) or pa.types.is_large_binary(chunk.type)):
+            return None
+        offset_type = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+        _, offsets_buffer, data = chunk.buffers()
+        offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=len(chunk) + 1,
+                                offset=chunk.offset * np.dtype(offset_type).itemsize)
+        if (offsets[-1] - offsets[0]) != len(chunk) * width or np.any(np.diff(offsets) != width):
+            return None
+        parts.append(np.frombuffer(data, dtype=np.uint8, count=len(chunk) * width, offset=int(offsets[0])))
+    if not parts:
+        return np.zeros(0, np.uint8)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def decode_table(table: pa.Table) -> dict[str, np.ndarray]:
+    """Slice rows (a Parquet read of ``image``, ``mask`` and ``size``) -> ``image`` float16 and
+    ``mask`` uint8, both ``(N, S, S)``: what :func:`decode_batch` returns, but read from
+    Arrow's buffers without a Python object per row (about 10x faster at 256 px). The arrays
+    may be read-only views of the table's memory. Every row must have the same ``size``."""
+    n = table.num_rows
+    sizes = table.column("size").to_numpy() if n else np.zeros(0, np.int32)
+    if n and np.any(sizes != sizes[0]):
+        raise ValueError(f"slices of different sizes in one batch: {sorted(set(sizes.tolist()))}")
+    size = int(sizes[0]) if n else 0
+    image = _fixed_width_values(table.column("image"), size * size * SLICE_DTYPE.itemsize)
+    mask = _fixed_width_values(table.column("mask"), size * size)
+    if image is None or mask is None:  # not fixed-width binary: the row-by-row way
+        return decode_batch({name: np.asarray(table.column(name).to_pylist(), dtype=object) for name in ("image", "mask", "size")})
+    return {"image": image.view(SLICE_DTYPE).reshape(n, size, size), "mask": mask.reshape(n, size, size)}
+
+
 def decode_slices(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """Images ``(N, size, size)`` float32 and masks ``(N, size, size)`` uint8 of slice rows."""
-    n = table.num_rows
-    if n == 0:
+    if table.num_rows == 0:
         return np.zeros((0, 0, 0), np.float32), np.zeros((0, 0, 0), np.uint8)
-    decoded = decode_batch({name: table.column(name).to_pylist() for name in ("image", "mask", "size")})
-    return decoded["image"].astype(np.float32), decoded["mask"]
+    decoded = decode_table(table)
+    return decoded["image"].astype(np.float32), np.array(decoded["mask"])
+
+
+def read_slices(paths: list[str], seed: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
+    """The decoded slices of case shards ``paths`` (``image`` float16, ``mask`` uint8,
+    ``(N, S, S)``), in file order, or with ``seed`` in a random order drawn from it (one copy
+    either way). pyarrow reads on this thread only (a Ray Data read task holds one CPU); this
+    module imports no torch, so the processes that run the reads start light."""
+    parts = [decode_table(pq.read_table(p, columns=["image", "mask", "size"], use_threads=False)) for p in paths]
+    parts = [part for part in parts if len(part["image"])]
+    if not parts:
+        return {"image": np.zeros((0, 0, 0), np.float16), "mask": np.zeros((0, 0, 0), np.uint8)}
+    if len({part["image"].shape[1:] for part in parts}) > 1:
+        raise ValueError(f"shards of different slice sizes in one read: {', '.join(paths)}")
+    n = sum(len(part["image"]) for part in parts)
+    place = np.random.default_rng(seed).permutation(n) if seed is not None else np.arange(n)
+    out = {name: np.empty((n, *parts[0][name].shape[1:]), parts[0][name].dtype) for name in ("image", "mask")}
+    begin = 0
+    for part in parts:
+        rows = place[begin : begin + len(part["image"])]
+        for name in out:
+            out[name][rows] = part[name]
+        begin += len(part["image"])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ other workers never touch the store.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from anunet_core.metrics import ConfusionCounts, dice, iou, precision, recall
 from anunet_core.vocabulary import DEPTHS, validate_arch
 from anunet_platform import registry
 from anunet_platform.cluster import cluster_shape, init_ray, warn_if_ephemeral
-from anunet_platform.contracts import DatasetSummary, decode_batch, read_summary, split_files
+from anunet_platform.contracts import DatasetSummary, read_slices, read_summary, split_files
 from anunet_platform.calibration import (
     DEFAULT_ADAPTIVE_MAX_DICE_DROP,
     registration_tags,
@@ -169,17 +170,127 @@ def check_dataset(data: Path) -> DatasetSummary:
     return summary
 
 
-def load_datasets(data: Path, cache: bool = False) -> dict[str, Any]:
-    """The train and val splits as Ray Datasets of decoded slices (materialized if ``cache``)."""
+BLOCK_SLICES = 256
+"""Slices per read task of the streamed splits: whole case shards are grouped until they hold this
+many, and a training group's rows are shuffled together (the block-level shuffle). 256 slices at
+256 px are 48 MiB, below Ray Data's 128 MiB block limit."""
+PREFETCH_BATCHES = 4
+"""Batches ``iter_torch_batches`` formats ahead of the training step, in its own thread."""
+
+
+def slice_datasource(files: list[str], shuffle: bool, seed: int = 0, block_slices: int = BLOCK_SLICES):
+    """A Ray Data datasource of the slices of case shards ``files`` (``SliceDatasource`` below),
+    for ``ray.data.read_datasource``."""
+    return _slice_datasource_class()(files, shuffle, seed, block_slices)
+
+
+@functools.cache
+def _slice_datasource_class() -> type:
+    """The datasource class, defined on first use: importing this module imports no Ray."""
+    from ray.data import Datasource, ReadTask
+    from ray.data.block import BlockAccessor, BlockMetadata
+
+    class SliceDatasource(Datasource):
+        """One split's slices, read straight from its Parquet shards with pyarrow, decoded from
+        Arrow's buffers (:func:`~anunet_platform.contracts.read_slices`) into ``image``
+        float16 and ``mask`` uint8 ``(S, S)`` tensor columns.
+
+        Each read task reads a group of whole case shards holding about ``block_slices``
+        slices. With ``shuffle`` the order of the shards is drawn anew for every execution
+        (every epoch: Ray Data counts a dataset's executions, ``DataContext._execution_idx``),
+        and each group's rows are permuted together: a file-order plus block-level shuffle,
+        seeded by ``(seed, execution)``, so the same seed gives the same order and another
+        epoch another one. It replaces ``read_parquet`` (which starts 32 footer-reading actors
+        at every execution: several seconds per epoch on a small node) and the local shuffle
+        buffer of ``iter_torch_batches`` (which copies every row into and out of its buffer).
+        """
+
+        def __init__(self, files: list[str], shuffle: bool, seed: int = 0, block_slices: int = BLOCK_SLICES):
+            import pyarrow.parquet as pq
+
+            if block_slices < 1:
+                raise ValueError(f"block_slices must be >= 1, got {block_slices}")
+            self._files = list(files)
+            self._rows = [pq.ParquetFile(f).metadata.num_rows for f in self._files]  # the footers only
+            self._shuffle, self._seed, self._block_slices = shuffle, seed, block_slices
+            # decoded bytes of one slice (float16 image + uint8 mask), from the first shard's size
+            sizes = [pq.read_table(f, columns=["size"]).column("size") for f, n in zip(self._files, self._rows) if n][:1]
+            self._bytes_per_slice = 3 * int(sizes[0][0].as_py()) ** 2 if sizes else 0
+
+        def get_name(self) -> str:
+            return "ReadSlices"
+
+        def estimate_inmemory_data_size(self) -> int:
+            return sum(self._rows) * self._bytes_per_slice
+
+        def file_order(self, execution: int) -> list[int]:
+            """The shards' order in execution ``execution`` (the epoch)."""
+            if not self._shuffle:
+                return list(range(len(self._files)))
+            return np.random.default_rng((self._seed, execution)).permutation(len(self._files)).tolist()
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list:
+            execution = data_context._execution_idx if data_context is not None else 0
+            groups, group, rows = [], [], 0
+            for k in self.file_order(execution):
+                if self._rows[k] == 0:
+                    continue
+                group.append(k)
+                rows += self._rows[k]
+                if rows >= self._block_slices:
+                    groups.append(group)
+                    group, rows = [], 0
+            if group:
+                groups.append(group)
+            tasks = []
+            for number, group in enumerate(groups):
+                paths = [self._files[k] for k in group]
+                rows = sum(self._rows[k] for k in group)
+                seed = (self._seed, execution, number) if self._shuffle else None
+                metadata = BlockMetadata(num_rows=rows, size_bytes=int(rows * self._bytes_per_slice), exec_stats=None,
+                                         input_files=tuple(paths))
+                tasks.append(ReadTask(lambda paths=paths, seed=seed: [BlockAccessor.batch_to_block(read_slices(paths, seed))],
+                                      metadata, per_task_row_limit=per_task_row_limit))
+            return tasks
+
+    return SliceDatasource
+
+
+def load_datasets(data: Path, cache: bool = False, seed: int = 0, block_slices: int = BLOCK_SLICES) -> dict[str, Any]:
+    """The train and val splits as Ray Datasets of decoded slices (``image`` float16 and ``mask``
+    uint8, ``(S, S)`` each): ``train`` shuffled per epoch (:class:`SliceDatasource`), ``val``
+    in file order; materialized in the object store if ``cache``."""
     import ray
 
     read_summary(data)
     datasets = {}
     for split in TRAINING_SPLITS:
-        ds = ray.data.read_parquet(split_files(data, split), columns=["image", "mask", "size"])
-        ds = ds.map_batches(decode_batch, batch_format="numpy")
+        source = slice_datasource(split_files(data, split), shuffle=split == "train", seed=seed, block_slices=block_slices)
+        # one block per read task: Ray would otherwise split them into ~200 blocks of a few slices
+        ds = ray.data.read_datasource(source, override_num_blocks=1)
         datasets[split] = ds.materialize() if cache else ds
     return datasets
+
+
+def training_batches(shard, config: TrainConfig, epoch: int, device: torch.device, generator: torch.Generator | None = None):
+    """This rank's training batches of one epoch: ``(images, masks)``, both ``(B, 1, S, S)``
+    float32 on ``device``, augmented there (on a GPU worker the augmentation runs on the GPU,
+    after the uint8/float16 batch has crossed: half the bytes of float32). The streamed split
+    comes shuffled (:func:`slice_datasource`); a cached one (``cache_data``: its blocks are
+    fixed) is shuffled here by Ray's local buffer, seeded per epoch. ``PREFETCH_BATCHES``
+    batches are formatted ahead in a thread."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 1009)
+    shuffle = {"local_shuffle_buffer_size": 4 * config.batch_size, "local_shuffle_seed": config.seed + epoch} if config.cache_data else {}
+    augmentation = AugmentationConfig()
+    for batch in shard.iter_torch_batches(
+        batch_size=config.batch_size, prefetch_batches=PREFETCH_BATCHES, device=device,
+        pin_memory=device.type == "cuda", drop_last=False, **shuffle,
+    ):
+        images = batch["image"].float().unsqueeze(1)
+        masks = batch["mask"].float().unsqueeze(1)
+        if config.augment:
+            images, masks = augment_batch(images, masks, generator, augmentation)
+        yield images, masks
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,20 +431,12 @@ def train_one_epoch(worker: Worker, shard, epoch: int) -> tuple[float, int]:
     config, device = worker.config, worker.device
     worker.model.train()
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 1009 + worker.rank)
-    augmentation = AugmentationConfig()
     losses, slices = [], 0
-    for batch in shard.iter_torch_batches(
-        batch_size=config.batch_size, local_shuffle_buffer_size=4 * config.batch_size,
-        local_shuffle_seed=config.seed + epoch, drop_last=False,
-    ):
-        images = batch["image"].float().unsqueeze(1)
-        masks = batch["mask"].float().unsqueeze(1)
-        if config.augment:
-            images, masks = augment_batch(images, masks, generator, augmentation)
-        images = images.to(device).contiguous(memory_format=torch.channels_last)
+    for images, masks in training_batches(shard, config, epoch, device, generator):
+        images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, worker.use_bf16):
             outputs = worker.model(images)
-        loss = worker.loss_fn(outputs, masks.to(device))
+        loss = worker.loss_fn(outputs, masks)
         worker.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(worker.model.parameters(), max_norm=5.0)
@@ -346,7 +449,7 @@ def train_one_epoch(worker: Worker, shard, epoch: int) -> tuple[float, int]:
 
 def validate(worker: Worker, shard) -> dict[str, float]:
     """Validation metrics of every depth over the whole validation split (counts of all ranks)."""
-    batches = shard.iter_torch_batches(batch_size=2 * worker.config.batch_size)
+    batches = shard.iter_torch_batches(batch_size=2 * worker.config.batch_size, prefetch_batches=PREFETCH_BATCHES)
     counts = validation_counts(worker.model, batches, worker.device, worker.use_bf16)
     return depth_metrics(all_reduce_counts(counts, worker.device), output_depths(unwrap(worker.model)))
 
@@ -445,7 +548,7 @@ def build_trainer(config: TrainConfig, datasets: dict | None = None, callbacks: 
             ),
             callbacks=callbacks,
         ),
-        datasets=datasets if datasets is not None else load_datasets(config.data, cache=config.cache_data),
+        datasets=datasets if datasets is not None else load_datasets(config.data, cache=config.cache_data, seed=config.seed),
     )
 
 

@@ -23,6 +23,7 @@ from anunet_platform.contracts import (
     decode_batch,
     decode_slices,
     decode_slices_bytes,
+    decode_table,
     dicom_seg_path,
     encode_masks,
     mask_path_of,
@@ -77,6 +78,50 @@ def test_slice_rows_decode_per_batch_and_per_table() -> None:
     np.testing.assert_array_equal(batch["mask"], masks)
     empty_images, empty_masks = decode_slices(table.slice(0, 0))
     assert empty_images.shape == (0, 0, 0) and empty_masks.shape == (0, 0, 0)
+
+
+def _slice_table(images: np.ndarray, masks: np.ndarray) -> pa.Table:
+    """Slice rows as ingest writes them (only the columns training reads)."""
+    n, size = len(images), images.shape[-1]
+    return pa.table({"image": [encode_slices(i) for i in images], "mask": [encode_masks(m) for m in masks],
+                     "size": pa.array([size] * n, pa.int32())})
+
+
+def test_decode_table_reads_arrow_buffers_like_decode_batch(tmp_path) -> None:
+    images, masks = _slices(7, 8, seed=4)
+    table = _slice_table(images, masks)
+    pq.write_table(table, tmp_path / "c.parquet", row_group_size=3)  # three row groups: three chunks on read
+    cases = {
+        "in memory": table,
+        "read back (chunked)": pq.read_table(tmp_path / "c.parquet"),
+        "a slice (offset into the buffers)": table.slice(2, 4),
+        "chunks of slices": pa.concat_tables([table.slice(5, 2), table.slice(0, 3)]),
+        "large_binary": table.cast(pa.schema([("image", pa.large_binary()), ("mask", pa.large_binary()), ("size", pa.int32())])),
+    }
+    expected_rows = {"a slice (offset into the buffers)": [2, 3, 4, 5], "chunks of slices": [5, 6, 0, 1, 2]}
+    for name, t in cases.items():
+        assert len(t.column("image").chunks) >= 1
+        rows = expected_rows.get(name, list(range(7)))
+        out = decode_table(t)
+        assert out["image"].dtype == SLICE_DTYPE and out["mask"].dtype == np.uint8, name
+        assert out["image"].shape == out["mask"].shape == (len(rows), 8, 8), name
+        np.testing.assert_array_equal(out["image"], images[rows].astype(np.float16), err_msg=name)
+        np.testing.assert_array_equal(out["mask"], masks[rows], err_msg=name)
+        slow = decode_batch({c: np.array(t.column(c).to_pylist(), dtype=object) for c in ("image", "mask", "size")})
+        np.testing.assert_array_equal(out["image"], slow["image"], err_msg=name)
+    empty = decode_table(table.slice(0, 0))
+    assert empty["image"].shape == (0, 0, 0) and empty["mask"].shape == (0, 0, 0)
+
+
+def test_decode_table_falls_back_or_refuses_when_the_rows_are_not_uniform() -> None:
+    images, masks = _slices(2, 8, seed=5)
+    table = _slice_table(images, masks)
+    bad = table.set_column(1, "mask", pa.array([encode_masks(masks[0]), encode_masks(masks[1])[:-1]], pa.binary()))
+    with pytest.raises(ValueError):  # a truncated mask: no fixed width, and the row-by-row way cannot reshape it
+        decode_table(bad)
+    mixed = pa.concat_tables([table, _slice_table(*_slices(1, 4, seed=6))])
+    with pytest.raises(ValueError, match="different sizes"):
+        decode_table(mixed)
 
 
 def test_dataset_folder_contract(tmp_path) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from anunet_platform.contracts import DatasetError, decode_batch
+from anunet_platform.contracts import DatasetError, decode_batch, decode_table, read_slices, split_files
 from anunet_platform.ingest import IngestConfig, run_ingest
 from anunet_platform.train import (
     TrainConfig,
@@ -22,8 +22,10 @@ from anunet_platform.train import (
     check_worker_layout,
     cpus_per_run,
     depth_metrics,
+    load_datasets,
     load_model_weights,
     run_training,
+    training_batches,
 )
 
 from anunet_core.metrics import ConfusionCounts
@@ -67,6 +69,33 @@ def test_decode_batch_restores_slices() -> None:
     batch = {"image": np.array([i.tobytes() for i in image], dtype=object), "mask": np.array([m.tobytes() for m in mask], dtype=object), "size": np.full(3, 16)}
     out = decode_batch(batch)
     assert np.array_equal(out["image"], image) and np.array_equal(out["mask"], mask)
+
+
+def _shard(path: Path, images: np.ndarray, masks: np.ndarray) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"image": [i.tobytes() for i in images.astype("<f2")], "mask": [m.tobytes() for m in masks],
+                             "size": pa.array([images.shape[-1]] * len(images), pa.int32())}), path)
+
+
+def test_read_slices_permutes_a_group_of_shards_with_its_seed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.random((9, 8, 8)).astype(np.float16)
+    masks = rng.integers(0, 2, (9, 8, 8), dtype=np.uint8)
+    paths = [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    _shard(Path(paths[0]), images[:4], masks[:4])
+    _shard(Path(paths[1]), images[4:], masks[4:])
+    in_order = read_slices(paths)
+    assert in_order["image"].dtype == np.float16 and in_order["mask"].dtype == np.uint8
+    np.testing.assert_array_equal(in_order["image"], images)
+    np.testing.assert_array_equal(in_order["mask"], masks)
+    shuffled = read_slices(paths, seed=(0, 0, 0))
+    order = [int(np.flatnonzero((images == i).all(axis=(1, 2)))[0]) for i in shuffled["image"]]
+    assert sorted(order) == list(range(9)) and order != list(range(9)), "every slice once, in another order"
+    np.testing.assert_array_equal(shuffled["mask"], masks[order])  # each image keeps its mask
+    np.testing.assert_array_equal(read_slices(paths, seed=(0, 0, 0))["image"], shuffled["image"])
+    assert not np.array_equal(read_slices(paths, seed=(0, 1, 0))["image"], shuffled["image"])
 
 
 def test_depth_metrics_from_confusion_counts() -> None:
@@ -124,6 +153,95 @@ def test_bad_and_empty_datasets_give_clear_errors(tmp_path: Path, tracking: str)
     (empty / "summary.json").write_text('{"organ": "liver", "modality": "CT", "size": 32, "layout": "pairs", "label_values": null, "preprocessing_version": "x", "seed": 0, "source": "s"}')
     with pytest.raises(DatasetError, match="no train slices"):
         run_training(config(empty, tmp_path))
+
+
+def _slice_keys(images, masks) -> list[bytes]:
+    """One key per slice: its image and mask bytes (what pairs them)."""
+    images, masks = np.asarray(images, np.float16), np.asarray(masks, np.uint8)
+    return [i.tobytes() + m.tobytes() for i, m in zip(images, masks)]
+
+
+def _parquet_keys(dataset: Path, split: str) -> list[bytes]:
+    import pyarrow.parquet as pq
+
+    keys = []
+    for f in split_files(dataset, split):
+        out = decode_table(pq.read_table(f, columns=["image", "mask", "size"]))
+        keys += _slice_keys(out["image"], out["mask"])
+    return keys
+
+
+def _epoch_keys(ds, config: TrainConfig, epoch: int) -> list[bytes]:
+    keys = []
+    for images, masks in training_batches(ds, config, epoch, torch.device("cpu")):
+        assert images.dtype == masks.dtype == torch.float32 and images.shape[1:] == (1, 32, 32) == masks.shape[1:]
+        assert set(masks.unique().tolist()) <= {0.0, 1.0}
+        keys += _slice_keys(images[:, 0].numpy(), masks[:, 0].numpy())
+    return keys
+
+
+def test_the_training_split_streams_every_slice_once_per_epoch_in_a_seeded_order(dataset: Path) -> None:
+    from collections import Counter
+
+    expected = _parquet_keys(dataset, "train")
+    assert len(set(expected)) == len(expected) > 20, "slices tell apart by their bytes"
+    config = TrainConfig(data=dataset, epochs=2, batch_size=4, augment=False)
+    orders = {}
+    for seed in (0, 0, 1):
+        train = load_datasets(dataset, seed=seed, block_slices=8)["train"]
+        train.context.execution_options.preserve_order = True  # the blocks in read-task order: the seeded order
+        for epoch in (0, 1):
+            keys = _epoch_keys(train, config, epoch)
+            assert Counter(keys) == Counter(expected), "every training slice once, each image with its own mask"
+            orders.setdefault((seed, epoch), []).append(keys)
+    assert orders[(0, 0)][0] == orders[(0, 0)][1] and orders[(0, 1)][0] == orders[(0, 1)][1], "the same seed, the same order"
+    assert orders[(0, 0)][0] != orders[(0, 1)][0], "another epoch, another order"
+    assert orders[(1, 0)][0] != orders[(0, 0)][0], "another seed, another order"
+    assert orders[(0, 0)][0] != expected, "shuffled, not in file order"
+    val = load_datasets(dataset)["val"]
+    val.context.execution_options.preserve_order = True
+    batches = list(val.iter_torch_batches(batch_size=5))
+    assert batches[0]["image"].dtype == torch.float16 and batches[0]["mask"].dtype == torch.uint8
+    assert _slice_keys(torch.cat([b["image"] for b in batches]).numpy(), torch.cat([b["mask"] for b in batches]).numpy()) \
+        == _parquet_keys(dataset, "val"), "validation in file order"
+
+
+def test_two_rank_shards_together_hold_every_training_slice_once(dataset: Path) -> None:
+    expected = _parquet_keys(dataset, "train")
+    config = TrainConfig(data=dataset, epochs=1, batch_size=4, augment=False)
+    for cache in (False, True):
+        shards = load_datasets(dataset, cache=cache, block_slices=8)["train"].streaming_split(2, equal=True)
+        for epoch in (0, 1):
+            per_rank: list[list[bytes]] = [[], []]
+            threads = [threading.Thread(target=lambda r=r: per_rank[r].extend(
+                _epoch_keys(shards[r], TrainConfig(**{**config.__dict__, "cache_data": cache}), epoch))) for r in (0, 1)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+            union = per_rank[0] + per_rank[1]
+            assert len(per_rank[0]) == len(per_rank[1]), "equal shards: DDP ranks step together"
+            assert len(set(union)) == len(union) and set(union) <= set(expected), (cache, epoch)
+            assert len(expected) - len(union) == len(expected) % 2, "only the odd slice out is left (Ray's equal split)"
+
+
+def test_augmentation_keeps_shapes_and_pairs_and_is_seeded(dataset: Path) -> None:
+    train = load_datasets(dataset, block_slices=8)["train"]
+    train.context.execution_options.preserve_order = True
+    config = TrainConfig(data=dataset, epochs=1, batch_size=4, augment=True)
+    runs = []
+    for _ in range(2):
+        generator = torch.Generator().manual_seed(7)
+        runs.append(list(training_batches(train.iterator(), config, 0, torch.device("cpu"), generator)))
+        train = load_datasets(dataset, block_slices=8)["train"]
+        train.context.execution_options.preserve_order = True
+    plain = list(training_batches(train.iterator(), TrainConfig(data=dataset, epochs=1, batch_size=4, augment=False), 0, torch.device("cpu")))
+    assert len(runs[0]) == len(plain) > 0
+    for (a_img, a_mask), (b_img, b_mask), (p_img, p_mask) in zip(runs[0], runs[1], plain):
+        assert a_img.shape == p_img.shape and a_img.dtype == torch.float32 and a_mask.dtype == torch.float32
+        torch.testing.assert_close(a_img, b_img, rtol=0, atol=0)  # the same generator, the same augmentation
+        assert set(a_mask.unique().tolist()) <= {0.0, 1.0} and 0.0 <= float(a_img.min()) and float(a_img.max()) <= 1.0
+    assert any(not torch.equal(a, p) for (a, _), (p, _) in zip(runs[0], plain)), "augmented"
 
 
 @pytest.mark.slow
