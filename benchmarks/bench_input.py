@@ -13,13 +13,14 @@ and without augmentation, no model; side by side in one run, and per CPU.
 The Ray paths are consumed through ``streaming_split(1)``, as a Ray Train worker's shard is, on
 a local Ray of ``--cpus`` CPUs; their rate is that of the last of ``--epochs`` epochs (warm).
 Every path runs once per round, the rounds interleaved, and the medians are reported. Per CPU:
-the yardstick's rate (one thread) and the Ray paths' rates over ``--cpus``. Augmentation runs
+slices per CPU second, the CPU time of every process involved (this one, and the local Ray's),
+so that another job on the machine does not count. Augmentation runs
 on this CPU with one torch thread (the consumer's); on a GPU worker it runs on the GPU.
 
 Then the demand: the GFLOP of one training slice at depth 4 (3x the forward) against 40 % of an
 H200's dense bf16 rate gives the slices/s one GPU consumes, and the per-CPU rate of the new path
-is projected to the 8 CPUs of a GPU worker in ``k8s/raycluster.yaml`` (a projection: linear in
-CPUs, measured on ``--cpus``).
+is projected to the 8 CPUs of a GPU worker in ``k8s/raycluster.yaml`` (a projection: slices per
+CPU second times 8, which assumes the read tasks spread over the 8 CPUs, measured on ``--cpus``).
 
     python benchmarks/bench_input.py [--data DATASET] [--cases 48] [--size 256] [--rounds 3]
 """
@@ -27,8 +28,10 @@ CPUs, measured on ``--cpus``).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +46,51 @@ from anunet_platform.train import PREFETCH_BATCHES, TrainConfig, load_datasets, 
 H200_BF16_TFLOPS = 990.0  # dense bf16, no sparsity
 MFU = 0.40  # the share of it a well-fed training step reaches
 GPU_WORKER_CPUS = 8  # k8s/raycluster.yaml, group gpu: 8 CPUs and 1 GPU per pod
+
+
+class TreeCPU:
+    """CPU seconds (user + system) spent by this process and all its descendants (the local
+    Ray's raylet, GCS, workers, actors) between ``start`` and ``stop``, sampled every 0.05 s so
+    that processes which end in between (Ray's footer-reading actors) still count; what a
+    path costs in CPU whatever else the machine runs."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._root = psutil.Process(os.getpid())
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> dict[int, float]:
+        import psutil
+
+        times = {}
+        for p in [self._root, *self._root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                times[p.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+        return times
+
+    def _loop(self) -> None:
+        while not self._done.wait(0.05):
+            self._last.update(self._sample())
+
+    def start(self) -> None:
+        self._first = self._sample()
+        self._last = dict(self._first)
+        self._done.clear()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        self._last.update(self._sample())
+        return sum(t - self._first.get(pid, 0.0) for pid, t in self._last.items())
 
 
 def make_dataset(work: Path, cases: int, size: int, cpus: int) -> Path:
@@ -73,12 +121,14 @@ def bare_read(files: list[str], decode) -> int:
     return n
 
 
-def bare_rate(files: list[str], decode) -> float:
-    """Slices/s of the second of two :func:`bare_read` passes (the files in the page cache)."""
+def bare_rate(files: list[str], decode) -> tuple[float, float, float, float]:
+    """The second of two :func:`bare_read` passes (the files in the page cache), as
+    :func:`epoch_rate` reports it: ``(slices/s, 0, slices/s, slices per CPU second)``."""
     bare_read(files, decode)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     n = bare_read(files, decode)
-    return n / (time.perf_counter() - started)
+    rate = n / (time.perf_counter() - started)
+    return rate, 0.0, rate, n / (time.process_time() - cpu)
 
 
 def old_train_dataset(files: list[str]):
@@ -98,21 +148,24 @@ def old_batches(shard, config: TrainConfig, epoch: int, generator: torch.Generat
         yield images, masks
 
 
-def epoch_rate(ds, batches, config: TrainConfig, epochs: int) -> tuple[float, float, float]:
-    """``(slices/s, seconds to the first batch, slices/s after the first batch)`` of the last of
-    ``epochs`` passes over ``ds`` through one streaming split (as a Ray Train worker reads its
-    shard): a whole epoch, its start (plan, launch, first read task), and its steady rate."""
+def epoch_rate(ds, batches, config: TrainConfig, epochs: int) -> tuple[float, float, float, float]:
+    """``(slices/s, seconds to the first batch, slices/s after the first batch, slices per CPU
+    second)`` of the last of ``epochs`` passes over ``ds`` through one streaming split (as a Ray
+    Train worker reads its shard): a whole epoch, its start (plan, launch, first read task), its
+    steady rate, and what it cost in CPU (every process of the local Ray, and this one)."""
     (shard,) = ds.streaming_split(1, equal=True)
-    result = (0.0, 0.0, 0.0)
+    result = (0.0, 0.0, 0.0, 0.0)
     for epoch in range(epochs):
         generator = torch.Generator().manual_seed(epoch)
+        cpu = TreeCPU()
+        cpu.start()
         started, first, n, n_first = time.perf_counter(), None, 0, 0
         for images, _ in batches(shard, config, epoch, generator):
             if first is None:
                 first, n_first = time.perf_counter(), len(images)
             n += len(images)
         end = time.perf_counter()
-        result = (n / (end - started), first - started, (n - n_first) / max(end - first, 1e-9))
+        result = (n / (end - started), first - started, (n - n_first) / max(end - first, 1e-9), n / cpu.stop())
     return result
 
 
@@ -176,8 +229,8 @@ def main() -> None:
         try:
             materialized = load_datasets(data, cache=True)["train"]
             paths = {
-                "yardstick: pyarrow + decode_batch (1 thread)": lambda: (bare_rate(files, decode_batch), 0.0, None),
-                "yardstick: pyarrow + decode_table (1 thread)": lambda: (bare_rate(files, decode_table), 0.0, None),
+                "yardstick: pyarrow + decode_batch (1 thread)": lambda: bare_rate(files, decode_batch),
+                "yardstick: pyarrow + decode_table (1 thread)": lambda: bare_rate(files, decode_table),
                 "before: read_parquet + local shuffle buffer": lambda: epoch_rate(old_train_dataset(files), old_batches, plain, args.epochs),
                 "before, augmented on the CPU": lambda: epoch_rate(old_train_dataset(files), old_batches, augmented, args.epochs),
                 "after: slice datasource, block shuffle": lambda: epoch_rate(load_datasets(data)["train"], new, plain, args.epochs),
@@ -197,30 +250,28 @@ def main() -> None:
         values = [r[k] for r in results[name] if r[k] is not None]
         return statistics.median(values) if values else float("nan")
 
-    yard = median("yardstick: pyarrow + decode_batch (1 thread)", 0)
+    yard = median("yardstick: pyarrow + decode_batch (1 thread)", 3)
     print(f"\n{'path (medians of ' + str(args.rounds) + ' rounds)':<46} {'epoch/s':>8} {'1st batch':>9} {'steady/s':>9} "
-          f"{'per CPU':>8} {'vs yardstick':>12}")
+          f"{'per CPU-s':>9} {'vs yardstick':>12}")
     for name in results:
-        epoch, first, steady = (median(name, k) for k in range(3))
-        steady = epoch if name.startswith("yardstick") else steady
-        per_cpu = steady if name.startswith("yardstick") else steady / args.cpus
-        print(f"{name:<46} {epoch:>8.0f} {first:>8.2f}s {steady:>9.0f} {per_cpu:>8.0f} {per_cpu / yard:>11.2f}x")
-    print("(per CPU: the yardstick's one thread; a Ray path's steady rate over the local Ray's CPUs; "
-          "vs yardstick: per CPU over pyarrow + decode_batch)")
+        epoch, first, steady, per_cpu = (median(name, k) for k in range(4))
+        print(f"{name:<46} {epoch:>8.0f} {first:>8.2f}s {steady:>9.0f} {per_cpu:>9.0f} {per_cpu / yard:>11.2f}x")
+    print("(epoch/s: a whole epoch, its start included; steady/s: after the first batch; per CPU-s: slices per CPU second "
+          "of every process involved, the whole epoch; vs yardstick: per CPU-s over pyarrow + decode_batch's)")
     print(f"augment_batch alone, 1 thread: {aug_rate:.0f} slices/s; of it, the noise it draws on the CPU generator: "
           f"{noise_rate:.0f} slices/s (a GPU worker pays this on its CPU)")
-    before = median("before: read_parquet + local shuffle buffer", 2) / args.cpus
-    after = median("after: slice datasource, block shuffle", 2) / args.cpus
-    before_epoch = median("before: read_parquet + local shuffle buffer", 0) / args.cpus
-    after_epoch = median("after: slice datasource, block shuffle", 0) / args.cpus
-    print(f"\nper CPU, input only, steady: before {before:.0f}, after {after:.0f} slices/s ({after / before:.1f}x); "
-          f"whole epochs of {slices} slices: before {before_epoch:.0f}, after {after_epoch:.0f} ({after_epoch / before_epoch:.1f}x)")
-    print(f"after / yardstick per CPU: {after / yard:.2f} (pyarrow + decode_batch), "
-          f"{after / median('yardstick: pyarrow + decode_table (1 thread)', 0):.2f} (pyarrow + decode_table)")
+    before = median("before: read_parquet + local shuffle buffer", 3)
+    after = median("after: slice datasource, block shuffle", 3)
+    print(f"\nper CPU second, input only, whole epochs of {slices} slices: before {before:.0f}, after {after:.0f} "
+          f"({after / before:.1f}x); epoch rate on {args.cpus} CPUs: before "
+          f"{median('before: read_parquet + local shuffle buffer', 0):.0f}, after "
+          f"{median('after: slice datasource, block shuffle', 0):.0f} slices/s")
+    print(f"after / yardstick per CPU second: {after / yard:.2f} (pyarrow + decode_batch), "
+          f"{after / median('yardstick: pyarrow + decode_table (1 thread)', 3):.2f} (pyarrow + decode_table)")
     gflop, need = h200_slices_per_s(size)
     print(f"H200 demand at depth 4, {size} px: {gflop:.0f} GFLOP per training slice, {MFU:.0%} of {H200_BF16_TFLOPS:.0f} "
           f"TFLOP/s bf16 -> {need:.0f} slices/s")
-    print(f"projection (linear in CPUs, not measured): {GPU_WORKER_CPUS} CPUs x {after:.0f} = {GPU_WORKER_CPUS * after:.0f} "
+    print(f"projection (slices per CPU second x CPUs, not measured): {GPU_WORKER_CPUS} CPUs x {after:.0f} = {GPU_WORKER_CPUS * after:.0f} "
           f"slices/s after ({GPU_WORKER_CPUS * after / need:.1f}x the demand), {GPU_WORKER_CPUS * before:.0f} before "
           f"({GPU_WORKER_CPUS * before / need:.2f}x)")
 

@@ -200,7 +200,10 @@ def _slice_datasource_class() -> type:
         (every epoch: Ray Data counts a dataset's executions, ``DataContext._execution_idx``),
         and each group's rows are permuted together: a file-order plus block-level shuffle,
         seeded by ``(seed, execution)``, so the same seed gives the same order and another
-        epoch another one. It replaces ``read_parquet`` (which starts 32 footer-reading actors
+        epoch another one (a worker group restarted from a checkpoint gets new datasets, whose
+        count starts at 0 again). Which rank gets which block follows the read tasks' completion
+        (Ray Train's ``streaming_split``); each rank's share is equal and the ranks together read
+        every slice once, but for the at most ``world_size - 1`` slices the equal split leaves out. It replaces ``read_parquet`` (which starts 32 footer-reading actors
         at every execution: several seconds per epoch on a small node) and the local shuffle
         buffer of ``iter_torch_batches`` (which copies every row into and out of its buffer).
         """
