@@ -15,8 +15,8 @@ Prints, for depths 1-4 at 256x256 on this machine's CPU (or --device cuda):
   `torch.compile` (inductor, freezing) in fp32 and bf16, ONNX Runtime fp32, and ONNX Runtime
   INT8 (static QDQ quantisation, per-channel weights, calibrated on synthetic CT slices;
   `quantize_int8` below). An alternative is worth adopting when every depth agrees
-  (Dice >= 0.995) and runs >= 1.3x the platform's fast path. None did on the 2-core Sapphire
-  Rapids it was written on (README, "The model"), so the INT8 path lives here, not in anunet_core;
+  (Dice >= 0.995) and runs >= 1.3x the platform's fast path. None did on the 2-core AMX Xeon
+  it was written on (README, "The model"), so the INT8 path lives here, not in anunet_core;
   ONNX Runtime and onnx are the optional extra ``bench`` (``pip install -e .[bench]``).
 
 Agreement needs a trained network (an untrained net's masks are noise): the run first trains
