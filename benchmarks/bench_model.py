@@ -28,7 +28,7 @@ Configurations are interleaved round by round and the median of the rounds is ke
 drift on a shared machine hits every configuration alike. Only the ratios are meaningful.
 
     python benchmarks/bench_model.py [--size 256] [--batch 4] [--rounds 5] [--threads N]
-        [--train-steps 150] [--train-crop 64] [--compile-depths 1,4] [--no-int8]
+        [--train-steps 300] [--train-crop 96] [--compile-depths 1,4] [--no-int8]
 """
 
 from __future__ import annotations
@@ -235,10 +235,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per configuration (default 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--train-steps", type=int, default=150,
-                        help="training steps before measuring (seeded); 0: untrained, no agreement (default 150)")
-    parser.add_argument("--train-crop", type=int, default=64,
-                        help="side of the training crops in pixels, at most --size (default 64)")
+    parser.add_argument("--train-steps", type=int, default=300,
+                        help="training steps before measuring (seeded); 0: untrained, no agreement (default 300)")
+    parser.add_argument("--train-crop", type=int, default=96,
+                        help="side of the training crops in pixels, at most --size (default 96)")
     parser.add_argument("--compile-depths", default="1,4",
                         help="depths to try torch.compile at, comma-separated, or 'none'; each compile takes "
                              "minutes on 2 cores (default 1,4)")
