@@ -34,6 +34,7 @@ drift on a shared machine hits every configuration alike. Only the ratios are me
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import time
@@ -254,6 +255,9 @@ def main() -> None:
     platform_regime = "bf16" if bf16 else "fp32"
     compile_depths = [] if args.compile_depths == "none" or not on_cpu else [int(d) for d in args.compile_depths.split(",")]
     int8 = on_cpu and not args.no_int8
+    if int8 and (importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None):
+        print("ONNX Runtime or onnx not installed (pip install -e .[bench]): ONNX Runtime fp32 and INT8 skipped")
+        int8 = False
 
     if args.train_steps:
         progress(f"training {args.train_steps} steps")
