@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -83,6 +84,10 @@ class SegmentSummary:
     max_failed_fraction: float = 0.05
     needs_review: int = 0  # cases with at least one organ flagged by quality control
     depth_histogram: list[int] = field(default_factory=list)  # slices of the segmented cases that stopped at L1..L4
+    # where the pipeline's time went: seconds summed over the cases in each stage ("read",
+    # "segment", "write"), and from the pipeline's start until its last actor had its models
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    actors_ready_seconds: float | None = None
 
     def line(self) -> str:
         if self.depth is not None:
@@ -240,14 +245,22 @@ def _segment(resume: ResumePlan, selected: Sequence[SelectedModel], config: Segm
     from anunet_platform.segment.pipeline import segment_cases  # imports Ray Data's side only when needed
 
     init_ray()
-    work_start = time.perf_counter()  # from here on: slices/s of the pipeline itself
+    work_start, work_start_wall = time.perf_counter(), time.time()  # from here on: slices/s of the pipeline itself
     plan, finished = segment_cases(resume.todo, list(selected), config)
     summary.actors = plan.num_actors
-    for done, case_rows in enumerate(finished, start=1):
+    stages, ready = {"read": 0.0, "segment": 0.0, "write": 0.0}, []
+    for done, (case_rows, times) in enumerate(finished, start=1):
         first = case_rows[0]
         rows[first["case_id"]] = case_rows
         logger.info("[%d/%d] %s: %s (%.1f s)", done, len(resume.todo), first["case_id"], _outcome(case_rows),
                     first["seconds"])
+        stages["read"] += times.read_seconds
+        stages["segment"] += times.segment_seconds
+        stages["write"] += times.write_seconds
+        if math.isfinite(times.actor_ready_at):
+            ready.append(times.actor_ready_at - work_start_wall)
+    summary.stage_seconds = stages
+    summary.actors_ready_seconds = max(ready) if ready else None
     return rows, time.perf_counter() - work_start
 
 

@@ -9,7 +9,7 @@ from anunet_platform.segment.config import SegmentError
 
 __all__ = ["IO_RESERVE", "IO_RESERVE_SMALL", "ActorPlan", "plan_actors"]
 
-IO_RESERVE_SMALL, IO_RESERVE = 0.5, 1.0  # logical CPUs left for reading and writing
+IO_RESERVE_SMALL, IO_RESERVE = 0.5, 1.0  # logical CPUs GPU runs leave for their reading and writing tasks
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,16 @@ def plan_actors(
 ) -> ActorPlan:
     """The actor pool for a cluster whose largest node has ``node_cpus`` CPUs.
 
-    GPU: one GPU and one CPU per actor, one actor per GPU by default. CPU: the reading and
-    writing tasks keep ``IO_RESERVE`` CPUs (half a CPU on nodes of fewer than 4), and by
-    default every other CPU runs one single-threaded actor. Measured on 2 cores
-    (``benchmarks/bench_segment.py``): two 1-thread actors segment 1.4x (L1) to 1.6x (L4) faster
-    than one 2-thread actor, because a reading task that preempts one thread of a
-    multi-threaded forward stalls the other at the next barrier. ``cpus_per_actor`` > 1 gives
-    fewer, multi-threaded actors (less memory: one model copy each). Explicit
+    GPU: one GPU and one CPU per actor, one actor per GPU by default; reading and writing run
+    as tasks beside them (``IO_RESERVE`` CPUs, half a CPU on nodes of fewer than 4, are left
+    for those). CPU: each actor reads, segments and writes its cases itself
+    (:class:`~anunet_platform.segment.stages.CaseSegmenter`), so by default every CPU runs one
+    single-threaded actor and none is held back. Measured on 2 cores
+    (``benchmarks/bench_segment.py``): a forward on two threads gains little over one (a
+    reading task or any other process that preempts one thread stalls the other at the next
+    barrier), and separate reading and writing tasks cost each case its transfer through the
+    object store and each worker process its own start-up. ``cpus_per_actor`` > 1 gives fewer,
+    multi-threaded actors (less memory: one model copy each). Explicit
     ``num_actors``/``cpus_per_actor`` win. A default pool never has more actors than ``cases``
     (the scans to segment: each is one row, and an idle actor only costs its start-up).
     :class:`SegmentError` when the request cannot fit.
@@ -69,8 +72,7 @@ def _plan_cpu_actors(
 ) -> ActorPlan:
     if node_cpus <= 0 or cluster_cpus <= 0:
         raise SegmentError("the Ray cluster has no CPU")
-    reserve = IO_RESERVE if node_cpus >= 4 else IO_RESERVE_SMALL
-    available = max(cluster_cpus - reserve, 0.5)
+    available = cluster_cpus  # the actors do their own reading and writing: no CPU kept for tasks
     if cpus_per_actor is None:
         actors = num_actors or max(1, int(available + 0.5))  # one per CPU; 1.5 CPUs -> 2 actors
         cpus = min(1.0, available / actors)

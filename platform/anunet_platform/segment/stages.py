@@ -5,6 +5,12 @@
     write_case      (task)   back to the source geometry: the label map (overlaps go to the
                              more probable organ), post-processing, statistics, masks, the
                              DICOM SEG, the preview and the case's record
+    CaseSegmenter   (actor)  CPU runs: all three in the actor, one case after the other
+
+GPU runs read and write in tasks beside the actors, so the GPU never waits for the CPU work.
+On CPU the network already keeps every core busy, so reading and writing cost the same CPU
+time wherever they run; in the actor they cost no more: no transfer of the slices and
+probabilities through the object store, and no worker processes of their own to start.
 
 Between stages a case is one row; slices and probabilities travel as float16 bytes
 (:func:`~anunet_platform.contracts.encode_slices`), as ingest stores training slices, so the
@@ -60,6 +66,7 @@ __all__ = [
     "IO_NICENESS",
     "THRESHOLD",
     "CaseContext",
+    "CaseSegmenter",
     "SliceSegmenter",
     "decode_intensities",
     "encode_intensities",
@@ -136,7 +143,8 @@ def read_case(row: dict[str, Any], organ: str, modality: str, size: int,
         out["error"] = one_line(exc)
         if row.get("pseudonymized"):  # the reason names files: never the patient's folder
             out["error"] = redact(out["error"], Case.from_dict(row))
-    out["seconds"] = float(row.get("seconds", 0.0)) + time.perf_counter() - start
+    out["read_seconds"] = time.perf_counter() - start
+    out["seconds"] = float(row.get("seconds", 0.0)) + out["read_seconds"]
     return out
 
 
@@ -181,6 +189,7 @@ class SliceSegmenter:
             self.nets.append(optimize_for_inference(network.eval(), network.depth).to(self.device))
             self.rules.append(ExitRule.from_tags(cfg["exit_rule"]) if cfg.get("exit_rule") else None)
         self.size, self.batch_size = size, batch_size
+        self.ready_at = time.time()  # wall clock: the job measures its actors' start-up from it
 
     def segment(self, slices: np.ndarray) -> tuple[np.ndarray, list[SliceRecord]]:
         """``(K, size, size)`` float slices -> float16 probabilities ``(O, K, size, size)``
@@ -224,8 +233,34 @@ class SliceSegmenter:
         out = dict(batch)  # "slices" stays: the preview needs them
         out.update(probs=np.array(results, dtype=object), heads=np.array(heads, dtype=object),
                    error=np.array(errors, dtype=object))
+        out["segment_seconds"] = np.array(seconds, dtype=np.float64) - batch["seconds"]
         out["seconds"] = np.array(seconds, dtype=np.float64)
+        out["actor_ready_at"] = np.full(len(seconds), self.ready_at, dtype=np.float64)
         return out
+
+
+class CaseSegmenter(SliceSegmenter):
+    """Stages 1-3 in one actor, for CPU runs: each case is read, segmented and written by the
+    actor that segments it (one case per call, a Ray Data ``map`` over the case rows).
+
+    ``read`` holds :func:`read_case`'s keyword arguments (organ, modality, size, max_voxels,
+    dicom_headers); ``ctx`` is the write stage's :class:`CaseContext`. Returns what
+    :func:`write_stage` returns, so the driver reads both paths alike.
+    """
+
+    def __init__(self, weights, config, size: int, batch_size: int, threads: int, read: Mapping[str, Any],
+                 ctx: CaseContext) -> None:
+        super().__init__(weights, config, size, batch_size, use_gpu=False, threads=threads)
+        self.read, self.ctx = dict(read), ctx
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        case = read_case(row, **self.read)
+        start = time.perf_counter()
+        probs, heads, error = self._case(case["slices"], case["num_slices"], _error_of(case["error"]))
+        segment_seconds = time.perf_counter() - start
+        case.update(probs=probs, heads=heads, error=error or "", seconds=case["seconds"] + segment_seconds,
+                    segment_seconds=segment_seconds, actor_ready_at=self.ready_at)
+        return _written(case, self.ctx)
 
 
 def head_fields(record: SliceRecord, deep_share: bool, max_depth: int) -> dict[str, Any]:
@@ -477,7 +512,24 @@ def read_stage(row: dict[str, Any], organ: str, modality: str, size: int, max_vo
 
 
 def write_stage(row: dict[str, Any], ctx: CaseContext) -> dict[str, Any]:
-    """:func:`write_case` at the I/O niceness (the Ray task): the case id and its manifest
-    rows as JSON (one column, so Ray Data never retypes a value)."""
+    """:func:`write_case` at the I/O niceness (the Ray task): see :func:`_written`."""
     _yield_cpu_to_the_model()
-    return {"case_id": row["case_id"], "rows": json.dumps(write_case(row, ctx))}
+    return _written(row, ctx)
+
+
+def _written(row: dict[str, Any], ctx: CaseContext) -> dict[str, Any]:
+    """Write the case; the row the driver gets: the case id, its manifest rows as JSON (one
+    column, so Ray Data never retypes a value), the seconds each stage took on it
+    (``read_seconds``, ``segment_seconds``, ``write_seconds``) and when its actor was ready
+    (``actor_ready_at``, wall clock; NaN if the case never reached an actor)."""
+    start = time.perf_counter()
+    rows = write_case(row, ctx)
+    return {
+        "case_id": row["case_id"], "rows": json.dumps(rows),
+        "read_seconds": _seconds(row.get("read_seconds")), "segment_seconds": _seconds(row.get("segment_seconds")),
+        "write_seconds": time.perf_counter() - start, "actor_ready_at": _seconds(row.get("actor_ready_at"), math.nan),
+    }
+
+
+def _seconds(value: Any, default: float = 0.0) -> float:
+    return default if value is None else float(value)

@@ -162,6 +162,10 @@ def test_segments_every_case_in_its_source_geometry(trained, tmp_path: Path, fmt
     assert scores["dice"] > trivial["all_background"] and scores["dice"] > trivial["fixed_blob"], (scores, trivial)
     saved = json.loads((out / "summary.json").read_text())
     assert saved["ok"] == 3 and saved["depth"] == expected.depth and saved["model_version"] == row["model_version"]
+    # where the time went: each stage's seconds summed over the cases, within the run's own time
+    stages, wall = saved["stage_seconds"], saved["slices"] / saved["slices_per_second"]
+    assert set(stages) == {"read", "segment", "write"} and all(v > 0 for v in stages.values()), stages
+    assert sum(stages.values()) <= saved["actors"] * wall and 0 < saved["actors_ready_seconds"] < wall
 
 
 @pytest.mark.slow
@@ -431,7 +435,7 @@ class _WorkerKiller:
                     pass
                 if self._has_open(pid) and self._kill(pid):
                     self.poison_killed.add(pid)
-                elif (not self.actor_kills and "SliceSegmenter" in cmdline and self.records.is_dir()
+                elif (not self.actor_kills and "Segmenter" in cmdline and self.records.is_dir()
                       and any(self.records.glob("*.json")) and self._kill(pid)):
                     self.actor_kills += 1
             time.sleep(0.002)

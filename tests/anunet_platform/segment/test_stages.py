@@ -27,12 +27,14 @@ from anunet_platform.contracts import decode_slices_bytes, encode_slices, organ_
 from anunet_platform.segment import OrganOutput, image_signature, read_record
 from anunet_platform.segment.stages import (
     CaseContext,
+    CaseSegmenter,
     SliceSegmenter,
     decode_intensities,
     encode_intensities,
     head_fields,
     read_case,
     write_case,
+    write_stage,
 )
 
 SIZE = 32
@@ -261,3 +263,39 @@ def test_a_failure_in_the_actor_is_that_case_s_one_line_reason(archive: Path, ti
     row["num_slices"] += 1  # the bytes no longer hold that many slices
     segmented = _through_the_actor(_segmenter(tiny_network), row)
     assert segmented["probs"] == b"" and segmented["error"].startswith("cannot reshape array"), segmented["error"]
+
+
+@pytest.mark.parametrize("case_id", ["case_0000", "missing"])
+def test_a_cpu_actor_reads_segments_and_writes_as_the_three_stages_do(
+    archive: Path, tiny_network: dict, tmp_path: Path, case_id: str
+) -> None:
+    """CaseSegmenter (CPU runs: all three stages in the actor) gives the same manifest rows and
+    the same mask as read -> SliceSegmenter -> write, and says where each case's time went; a
+    case that cannot be read fails the same way in both."""
+    row = _row(archive, "case_0000")
+    if case_id == "missing":
+        row = row | {"case_id": "missing", "image": str(tmp_path / "gone.nii.gz")}
+    staged = write_stage(_through_the_actor(_segmenter(tiny_network), read_case(row, "liver", "CT", SIZE)),
+                         _context(tmp_path / "staged"))
+    read = {"organ": "liver", "modality": "CT", "size": SIZE, "max_voxels": None, "dicom_headers": False}
+    actor = CaseSegmenter(tiny_network["weights"], tiny_network["config"], size=SIZE, batch_size=4, threads=1,
+                          read=read, ctx=_context(tmp_path / "actor"))
+    together = actor(dict(row))
+    assert together["case_id"] == staged["case_id"] == case_id
+
+    def without_seconds(rows: str) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in json.loads(rows)]
+
+    assert without_seconds(together["rows"]) == without_seconds(staged["rows"])
+    (manifest_row,) = json.loads(together["rows"])
+    if case_id == "missing":
+        assert manifest_row["status"] == "failed" and "gone.nii.gz" in manifest_row["error"]
+        assert together["segment_seconds"] < 0.1 and not prediction_path(tmp_path / "actor", case_id).exists()
+    else:
+        assert manifest_row["status"] == "ok" and manifest_row["organ_voxels"] > 0
+        masks = [nib.load(prediction_path(tmp_path / folder, case_id)).get_fdata() for folder in ("staged", "actor")]
+        np.testing.assert_array_equal(masks[0], masks[1])
+        assert together["segment_seconds"] > 0 and together["write_seconds"] > 0
+        assert manifest_row["seconds"] == pytest.approx(
+            together["read_seconds"] + together["segment_seconds"] + together["write_seconds"], rel=0.05)
+    assert together["read_seconds"] > 0 and actor.ready_at <= together["actor_ready_at"] + 1e-6
