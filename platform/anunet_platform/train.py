@@ -217,8 +217,9 @@ def _slice_datasource_class() -> type:
             self._rows = [pq.ParquetFile(f).metadata.num_rows for f in self._files]  # the footers only
             self._shuffle, self._seed, self._block_slices = shuffle, seed, block_slices
             # decoded bytes of one slice (float16 image + uint8 mask), from the first shard's size
-            sizes = [pq.read_table(f, columns=["size"]).column("size") for f, n in zip(self._files, self._rows) if n][:1]
-            self._bytes_per_slice = 3 * int(sizes[0][0].as_py()) ** 2 if sizes else 0
+            first = next((f for f, n in zip(self._files, self._rows) if n), None)  # read one shard's sizes, not all
+            size = int(pq.read_table(first, columns=["size"]).column("size")[0].as_py()) if first else 0
+            self._bytes_per_slice = 3 * size**2
 
         def get_name(self) -> str:
             return "ReadSlices"

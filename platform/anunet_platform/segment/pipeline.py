@@ -31,7 +31,7 @@ from anunet_platform.cluster import cluster_shape
 from anunet_platform.segment.config import SegmentConfig
 from anunet_platform.segment.model import SelectedModel
 from anunet_platform.segment.outputs import organ_outputs
-from anunet_platform.segment.plan import IO_RESERVE_SMALL, ActorPlan, plan_actors
+from anunet_platform.segment.plan import ActorPlan, plan_actors
 from anunet_platform.segment.stages import (
     CaseContext,
     CaseSegmenter,
@@ -45,7 +45,7 @@ __all__ = ["CASE_RETRIES", "IO_TASK_CPUS", "CaseTimes", "segment_cases"]
 
 logger = logging.getLogger(__name__)
 
-IO_TASK_CPUS = IO_RESERVE_SMALL / 2  # reading and writing: light next to the network
+IO_TASK_CPUS = 0.25  # GPU runs' reading and writing tasks: light next to the network
 CASE_RETRIES = 2
 """Retries of a case whose worker process died (a killed or crashed task or actor call)."""
 

@@ -7,9 +7,7 @@ from dataclasses import dataclass, replace
 
 from anunet_platform.segment.config import SegmentError
 
-__all__ = ["IO_RESERVE", "IO_RESERVE_SMALL", "ActorPlan", "plan_actors"]
-
-IO_RESERVE_SMALL, IO_RESERVE = 0.5, 1.0  # logical CPUs GPU runs leave for their reading and writing tasks
+__all__ = ["ActorPlan", "plan_actors"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +33,7 @@ def plan_actors(
     """The actor pool for a cluster whose largest node has ``node_cpus`` CPUs.
 
     GPU: one GPU and one CPU per actor, one actor per GPU by default; reading and writing run
-    as tasks beside them (``IO_RESERVE`` CPUs, half a CPU on nodes of fewer than 4, are left
-    for those). CPU: each actor reads, segments and writes its cases itself
+    as tasks beside them, on the node's other CPUs. CPU: each actor reads, segments and writes its cases itself
     (:class:`~anunet_platform.segment.stages.CaseSegmenter`), so by default every CPU runs one
     single-threaded actor and none is held back. Measured on 2 cores
     (``benchmarks/bench_segment.py``): a forward on two threads gains little over one (a
