@@ -169,7 +169,7 @@ def ingest_parser() -> argparse.ArgumentParser:
         "--empty-slice-fraction",
         type=_fraction,
         default=empty,
-        help=f"share of organ-free slices kept per case (default {empty}; all organ slices are kept)",
+        help=f"share of organ-free slices kept per training and validation case (default {empty}; all organ slices are kept, and every slice of a test case)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     _add_failure_flags(parser, IngestConfig, "cases")

@@ -84,7 +84,8 @@ class IngestConfig:
         seed: seeds the patient split and the choice of organ-free slices.
         test_fraction: share of patients in the test split (the paper's 5:1 -> 1/6).
         val_fraction: share of the remaining (training) patients held out for validation.
-        empty_slice_fraction: share of organ-free slices kept, per case (all organ slices are).
+        empty_slice_fraction: share of organ-free slices kept per training and validation case
+            (all organ slices are); test cases keep every slice (:func:`split_empty_fraction`).
         overwrite: replace an existing dataset folder.
         cpus_per_case: CPUs a case task reserves (reading + preprocessing one volume).
         max_voxels: the largest scan read, in voxels, checked on its header before loading
@@ -200,6 +201,14 @@ def select_slices(mask_slices: np.ndarray, empty_slice_fraction: float, rng: np.
     return np.sort(np.concatenate([organ, keep_empty]).astype(np.int64))
 
 
+def split_empty_fraction(split: str, config: IngestConfig) -> float:
+    """Share of a case's organ-free slices kept in ``split``: ``--empty-slice-fraction`` for
+    training and validation (fewer organ-free slices to learn from), every one for the test
+    split, which is scored as whole volumes (``jobs/compare.py``), where a false positive on an
+    organ-free slice must count against the network."""
+    return 1.0 if split == "test" else config.empty_slice_fraction
+
+
 def dataset_checksum(results: Sequence[CaseResult], config: IngestConfig) -> str:
     """sha256 over what defines the dataset: sources, splits, recipe and selection settings."""
     digest = hashlib.sha256()
@@ -234,7 +243,7 @@ def case_slices(case: Case, split: str, config: IngestConfig) -> tuple[pa.Table,
     images, geometry = preprocess_volume(volume, size=config.size)
     masks = preprocess_label(mask, geometry)
     seed = int.from_bytes(hashlib.sha256(f"{config.seed}:{case.case_id}".encode()).digest()[:8], "little")
-    keep = select_slices(masks, config.empty_slice_fraction, np.random.default_rng(seed))
+    keep = select_slices(masks, split_empty_fraction(split, config), np.random.default_rng(seed))
     row_mm, col_mm = geometry.pixel_spacing_mm
     slice_mm = float(np.linalg.norm(geometry.canonical_affine[:3, 2]))
     checksum = case_checksum(case)
@@ -420,5 +429,6 @@ __all__ = [
     "IngestError",
     "run_ingest",
     "select_slices",
+    "split_empty_fraction",
     "split_patients",
 ]

@@ -132,6 +132,11 @@ def test_ingest_writes_patient_split_shards_and_summary(ray_local, ct_archive: P
         assert images.dtype == np.float32 and 0.0 <= images.min() and images.max() <= 1.0
         assert set(np.unique(masks)) <= {0, 1} and masks.any()
         assert summary.splits[split]["slices"] == table.num_rows
+        kept = table.group_by("case_id").aggregate([("slice_index", "count")]).column("slice_index_count").to_pylist()
+        if split == "test":  # scored as whole volumes: every slice of every case
+            assert kept == [SMALL[2]] * len(kept) and table.num_rows == SMALL[2] * len(kept)
+        else:  # every organ slice, a quarter of the organ-free ones
+            assert summary.splits[split]["organ_slices"] <= table.num_rows <= SMALL[2] * len(kept)
     # never one case (patient) on two sides; every case somewhere
     train, val, test = cases_by_split["train"], cases_by_split["val"], cases_by_split["test"]
     assert not (train & val or train & test or val & test)

@@ -1,7 +1,8 @@
 """Every trained network of a comparison scored on the dataset's test split, per volume.
 
-The test split (``test/<case_id>.parquet``, written by ingest) holds every organ slice of each
-test case and a share of its organ-free slices, on the model's grid (``size x size`` pixels of
+The test split (``test/<case_id>.parquet``, written by ingest) holds every slice of each test
+case (a dataset ingested before that rule holds every organ slice and a share of the organ-free
+ones, and is scored on those), on the model's grid (``size x size`` pixels of
 ``spacing`` mm, slices ``slice_step`` mm apart). One forward per batch gives every head
 (:func:`~anunet_platform.calibration.score_validation` with ``split="test"``); each head's mask
 is ``p > 0.5`` (the same threshold for every network) and is compared with the label on the

@@ -141,21 +141,31 @@ def collect(config: CompareConfig, path: Path, results) -> tuple[list[Trained], 
     return trained, errors
 
 
-def time_depths(model: torch.nn.Module, size: int, timed_slices: int, slices: int) -> dict[int, float]:
+def timing_device(use_gpu: bool) -> torch.device:
+    """Where Table 6 is timed: this node's GPU when the comparison runs on GPUs and the driver
+    has one, else its CPU."""
+    return torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
+def time_depths(model: torch.nn.Module, size: int, timed_slices: int, slices: int,
+                device: torch.device = torch.device("cpu")) -> dict[int, float]:
     """Seconds to segment ``slices`` slices at each output depth of ``model``: its BatchNorm-folded
     network at that depth (as the segment job runs it, bf16 where this CPU or GPU is fast at it)
-    over ``timed_slices`` random ``size x size`` slices in batches of 16 after one warm-up batch,
-    scaled to ``slices``."""
-    device = torch.device("cpu")
-    x = torch.randn(timed_slices, model.in_channels, size, size, generator=torch.Generator().manual_seed(0))
+    on ``device``, over ``timed_slices`` random ``size x size`` slices in batches of 16 after one
+    warm-up batch, scaled to ``slices``."""
+    x = torch.randn(timed_slices, model.in_channels, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     seconds = {}
     for depth in output_depths(model):
-        net = optimize_for_inference(model, depth)
+        net = optimize_for_inference(model, depth).to(device)
         with autocast(device):
             net(x[:TIMING_BATCH])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             start = time.perf_counter()
             for begin in range(0, timed_slices, TIMING_BATCH):
                 net(x[begin : begin + TIMING_BATCH])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - start
         seconds[depth] = elapsed * slices / timed_slices
     return seconds
@@ -178,7 +188,8 @@ def evaluate(config: CompareConfig, trained: list[Trained], summary: DatasetSumm
             }, uri=parent_uri)
         params.setdefault(item.arch, count_parameters(model))
         if item.arch in NESTED_ARCHS and item.arch not in table6:
-            seconds = time_depths(model, summary.size, config.timed_slices, config.table6_slices)
+            seconds = time_depths(model, summary.size, config.timed_slices, config.table6_slices,
+                                  timing_device(config.use_gpu))
             depth_params = {d: count_parameters(at_depth(model, d)) for d in output_depths(model)}
             table6[item.arch] = (seconds, depth_params)
     rows6 = {arch: depth_rows(scores, arch, seconds, depth_params, config.table6_slices, config.timed_slices)
@@ -248,6 +259,7 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
             run_config = replace(train_config, arch=item.arch, seed=item.seed,
                                  run_name=trial_run_name(name, item.arch, item.seed), mlflow_run_id=item.result.mlflow_run_id)
             outcome.registered[f"{item.arch}-s{item.seed}"] = register_result(item.result, run_config, summary)
+    registry.tracking.finish_run(parent, "FAILED" if errors else "FINISHED", uri=tracking)
     if errors:
         failed = ", ".join(f"{ARCH_NAMES[a]} ({e})" for a, e in errors.items())
         raise FailedFractionExceeded(f"{len(errors)} of {len(config.archs)} architectures did not finish training: "

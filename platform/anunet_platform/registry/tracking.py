@@ -90,9 +90,13 @@ def finish_run(run_id: str, status: str = "FINISHED", end_time_s: float | None =
 
 def start_tuning_run(experiment: str, name: str, dataset_checksum: str, uri: str | None = None) -> tuple[str, str]:
     """``(experiment id, parent run id)`` of tuning experiment ``name``: the parent run is
-    reopened when it exists (a restored experiment), else created."""
+    reopened (RUNNING again) when it exists (a restored experiment), else created. The job ends
+    it with :func:`finish_run` once its report is logged."""
     experiment_id = ensure_experiment(experiment, uri=uri)
-    parent, _ = find_or_create_run(experiment_id, EXPERIMENT_TAG, name, name, {"dataset": dataset_checksum}, uri=uri)
+    parent, created = find_or_create_run(experiment_id, EXPERIMENT_TAG, name, name, {"dataset": dataset_checksum}, uri=uri)
+    if not created:
+        _, mlflow_client = client(uri)
+        mlflow_client.update_run(parent, status="RUNNING")
     return experiment_id, parent
 
 

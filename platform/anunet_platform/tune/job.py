@@ -286,6 +286,7 @@ def run_tuning(config: SearchConfig) -> TuneOutcome:
     report = build_report(rows, experiment.concurrent)
     text = write_report(report, config, experiment)
     log_report(report, experiment)
+    registry.tracking.finish_run(experiment.parent_run_id, uri=experiment.tracking_uri)
     logger.info("tuning %s: trials (best validation Dice per depth; * best)\n%sfiles: %s; MLflow parent run %s",
                 experiment.name, text, ", ".join(str(p) for p in report.files.values()), experiment.parent_run_id)
 

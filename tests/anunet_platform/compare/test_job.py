@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from testkit import ingest_synthetic_ct
 
@@ -59,13 +60,17 @@ def test_a_tiny_comparison_writes_tables_that_match_its_per_case_files(tmp_path:
     for row in rows:
         scores = [s for s in _read(out / "evaluation" / f"{row['arch']}-s0.csv") if s["depth"] == "4"]
         assert len(scores) == int(row["n"]) == int(row["cases"]) >= 1 and row["seeds"] == "1" and row["error"] == ""
+        assert all(int(s["slices"]) == 12 for s in scores), "test cases are scored on every slice of the volume"
         for metric in ("dice", "iou", "precision", "recall"):
             values = [float(s[metric]) for s in scores]
             assert all(0.0 <= v <= 1.0 for v in values)
-            assert float(row[f"{metric}_mean"]) == pytest.approx(sum(values) / len(values), abs=1e-12)
-        finite = [float(s["hd95_mm"]) for s in scores if math.isfinite(float(s["hd95_mm"]))]
-        assert int(row["hd95_inf"]) == len(scores) - len(finite)
-        assert not finite or float(row["hd95_mm_mean"]) == pytest.approx(sum(finite) / len(finite))
+            assert float(row[f"{metric}_mean"]) == pytest.approx(float(np.mean(values)), abs=1e-12)
+            assert float(row[f"{metric}_std"]) == pytest.approx(float(np.std(values)), abs=1e-12)
+        for distance in ("hd95_mm", "assd_mm"):
+            values = [float(s[distance]) for s in scores]
+            finite = [v for v in values if math.isfinite(v)]
+            assert all(v >= 0.0 for v in values) and int(row[distance.replace("_mm", "_inf")]) == len(values) - len(finite)
+            assert not finite or float(row[f"{distance}_mean"]) == pytest.approx(float(np.mean(finite)))
     assert {r["arch"]: int(r["params"]) for r in rows} == {"unet": 7_766_369, "anunet": 8_950_594}
 
     # every depth of ANU-Net scored; U-Net has its one output only
@@ -75,6 +80,11 @@ def test_a_tiny_comparison_writes_tables_that_match_its_per_case_files(tmp_path:
     assert [(r["arch"], int(r["depth"])) for r in table6] == [("anunet", d) for d in (1, 2, 3, 4)]
     assert [int(r["params"]) for r in table6] == [count_parameters(prune(ANUNet(), d)) for d in (1, 2, 3, 4)]
     assert all(float(r["seconds"]) > 0 and int(r["slices"]) == 2000 for r in table6)
+    for r in table6:  # Dice and IoU in %, from the per-case file at that depth
+        own = [s for s in _read(out / "evaluation" / "anunet-s0.csv") if s["depth"] == r["depth"]]
+        for metric in ("dice", "iou"):
+            assert float(r[f"{metric}_mean"]) == pytest.approx(100 * float(np.mean([float(s[metric]) for s in own])))
+            assert float(r[f"{metric}_std"]) == pytest.approx(100 * float(np.std([float(s[metric]) for s in own])))
     assert (out / "fig13.png").read_bytes()[:4] == b"\x89PNG"
     text = (out / "comparison.md").read_text()
     assert "| U-Net |" in text and "| ANU-Net |" in text and "## Table 6: pruned ANU-Net" in text
@@ -93,6 +103,7 @@ def test_a_tiny_comparison_writes_tables_that_match_its_per_case_files(tmp_path:
     assert {"comparison.md", "comparison.csv", "table6.csv", "fig13.png"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)}
     assert parent.data.metrics["dice_anunet"] == pytest.approx(float(rows[1]["dice_mean"]))
+    assert parent.info.status == "FINISHED" and parent.info.end_time >= max(r.info.end_time for r in children)
 
     # the same name resumes: nothing is trained again, the tables come out the same
     checkpoints = sorted(p for p in (tmp_path / "store" / "tiny" / "train").rglob("checkpoint_*") if p.is_dir())
@@ -103,6 +114,8 @@ def test_a_tiny_comparison_writes_tables_that_match_its_per_case_files(tmp_path:
     assert _read(out / "comparison.csv") == rows
     runs = client.search_runs([experiment.experiment_id])
     assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]) == 2
+    resumed = client.get_run(parent.info.run_id)  # reopened by the rerun, and ended again
+    assert resumed.info.status == "FINISHED" and resumed.info.end_time > parent.info.end_time
 
     # registered under each family's names (the same versions after the rerun), tagged with the arch
     names = {m.name: m for m in client.search_registered_models()}

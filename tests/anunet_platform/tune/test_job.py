@@ -86,6 +86,7 @@ def test_more_trials_than_fit_finish_one_at_a_time_on_two_cpus(tmp_path: Path, s
     assert (folder / "dice_alpha_gamma.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = client.get_run(outcome.mlflow_parent_run_id)
+    assert parent.info.status == "FINISHED", "the job ends its parent run"
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"trials.csv", "trials.md", "dice_alpha_gamma.png"}
     assert parent.data.metrics["best_val_dice"] == pytest.approx(report.best.score)
     assert parent.data.metrics["gain_over_default"] == pytest.approx(report.comparison.gain)
