@@ -142,3 +142,14 @@ def test_a_tiny_comparison_writes_tables_that_match_its_per_case_files(tmp_path:
     assert len(manifest) == 4 and {r["status"] for r in manifest} == {"ok"}
     assert {r["model_version"] for r in manifest} == {"models:/unet-liver-ct/1"} and {r["depth"] for r in manifest} == {4}
     assert all((tmp_path / "seg" / "masks" / f"{r['case_id']}.nii.gz").is_file() for r in manifest)
+
+    # and evaluate scores the baseline's masks like any family's
+    evaluated = subprocess.run(
+        [sys.executable, "jobs/evaluate.py", "--pred", str(tmp_path / "seg"), "--labels", str(tmp_path / "data" / "archive"),
+         "--organ", "liver", "--modality", "CT"],
+        cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=600,
+    )
+    assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
+    scored = pq.read_table(tmp_path / "seg" / "evaluation.parquet").to_pylist()
+    assert sorted(r["case_id"] for r in scored) == sorted(r["case_id"] for r in manifest)
+    assert all(r["status"] == "ok" and 0.0 <= r["dice"] <= 1.0 for r in scored)
