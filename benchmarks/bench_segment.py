@@ -41,9 +41,9 @@ from anunet_core.archives import discover_cases, load_case
 from anunet_core.preprocessing import preprocess_volume
 from anunet_core.synthetic import make_archive
 from anunet_platform import registry
-from anunet_platform.precision import autocast
+from anunet_platform.precision import autocast, bf16_is_fast
 from anunet_platform.segment import SegmentConfig, run_segmentation
-from benchkit import cpu_name, register_untrained, run_with_peak_rss
+from benchkit import cpu_name, matmul_peak_gflops, register_untrained, run_with_peak_rss
 
 SHAPE = (256, 256, 48)  # voxels per scan; 48 axial slices
 SPACING = (1.5, 1.5, 2.5)
@@ -113,10 +113,13 @@ def main() -> None:
         make_archive(large, cases=4 * args.cases, modality="CT", fmt="nifti", seed=1, shape=SHAPE, spacing=SPACING)
         register_untrained(uri, args.size, experiment="bench-segment")
 
+        cores = psutil.cpu_count(logical=True)
+        peak_dtype = torch.bfloat16 if bf16_is_fast(torch.device("cpu")) else torch.float32
+        peaks = [matmul_peak_gflops(peak_dtype, cores)]  # this CPU's own limit, at the start and at the end
         rows = []
         ray.init(logging_level="ERROR")
         for depth in depths:
-            slices, bare = bare_forward_rate(small, depth, args.size, args.batch_size)
+            slices, bare_before = bare_forward_rate(small, depth, args.size, args.batch_size)
             common = dict(model="anunet-liver-ct", depth=depth, batch_size=args.batch_size, tracking_uri=uri)
             # a one-scan archive of 8 slices: the job's fixed cost (actor start, model load, first
             # kernels), also what the main runs then pay again
@@ -126,8 +129,14 @@ def main() -> None:
                     continue
                 summary = run_segmentation(SegmentConfig(archive=archive, out=work / f"out-L{depth}-{n}", **common))
                 assert summary.ok == n and summary.slices == slices * n // args.cases, summary
-                rows.append((depth, n, summary.slices, bare, summary, one.slices / one.slices_per_second))
+                # the bare forward again right after the job: on a shared host the same forward
+                # varies by 2x between minutes, so each job is judged against the faster of the
+                # two measurements around it (the harder bar), and both are printed
+                _, bare_after = bare_forward_rate(small, depth, args.size, args.batch_size)
+                rows.append((depth, n, summary.slices, (bare_before, bare_after), summary, one.slices / one.slices_per_second))
+                bare_before = bare_after
         ray.shutdown()
+        peaks.append(matmul_peak_gflops(peak_dtype, cores))
 
         (small_summary, peak_small) = job_peak_memory(small, work / "mem-small", uri, args.batch_size)
         (large_summary, peak_large) = job_peak_memory(large, work / "mem-large", uri, args.batch_size)
@@ -135,15 +144,18 @@ def main() -> None:
 
     print(f"segment benchmark on {cpu_name()}: synthetic CT scans of {SHAPE} voxels, model input "
           f"{args.size}x{args.size}, batch {args.batch_size}, {psutil.cpu_count()} CPUs, bf16 autocast where fast")
-    print(f"{'depth':>5} {'scans':>5} {'slices':>6} {'bare forward':>13} {'segment job':>12} {'job / bare':>10} "
-          f"{'fixed cost (s)':>14}   (slices/s; target: job / bare >= 85%)")
-    for depth, n, slices, bare, summary, fixed in rows:
+    print(f"this CPU's {str(peak_dtype).removeprefix('torch.')} matmul peak on {cores} threads: {peaks[0]:.0f} GFLOP/s "
+          f"before the jobs, {peaks[1]:.0f} after (the machine's own drift over the run)")
+    print(f"{'depth':>5} {'scans':>5} {'slices':>6} {'bare before/after':>17} {'segment job':>12} {'job / bare':>10} "
+          f"{'fixed cost (s)':>14}   (slices/s; job / the faster bare run; target >= 85%)")
+    for depth, n, slices, (before, after), summary, fixed in rows:
         job = summary.slices_per_second
-        print(f"{'L' + str(depth):>5} {n:>5} {slices:>6} {bare:>13.2f} {job:>12.2f} {job / bare:>10.0%} {fixed:>14.1f}")
+        print(f"{'L' + str(depth):>5} {n:>5} {slices:>6} {before:>8.2f}/{after:<8.2f} {job:>12.2f} "
+              f"{job / max(before, after):>10.0%} {fixed:>14.1f}")
     print("where each job's time went:")
     for depth, n, _, _, summary, _ in rows:
         print(f"  L{depth} {n:>3} scans: {breakdown(summary)}")
-    l1_bare = next((bare for depth, _, _, bare, *_ in rows if depth == 1), None)
+    l1_bare = next((max(bare) for depth, _, _, bare, *_ in rows if depth == 1), None)
     if l1_bare:
         for n, result in ((args.cases, small_summary), (4 * args.cases, large_summary)):
             rate = result["slices_per_second"]
