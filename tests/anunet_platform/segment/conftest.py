@@ -32,7 +32,10 @@ def tiny_network() -> dict:
 
 #: Epochs of the models trained here: liver as the single-organ tests need it; spleen and kidney
 #: only so that a several-organ run has three registered families (their quality is not tested).
-EPOCHS = {"liver": 4, "spleen": 1, "kidney": 1}
+#: Liver at 4 epochs (32 steps) registered a validation Dice of 0.67-0.68 at every depth: no better
+#: than the training masks' mean blob (0.70 on the test archive), so "beats a predictor that learns
+#: nothing" failed by chance in CI. At 12 epochs it registers 0.83-0.88 (L1-L4), for about 50 s more.
+EPOCHS = {"liver": 12, "spleen": 1, "kidney": 1}
 
 
 @pytest.fixture(scope="module")
